@@ -1,0 +1,24 @@
+# The project's commands. `make demo` and `make test` each set everything up first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint serve bench
+
+$(BIN)/activate: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(BIN)/activate
+
+demo: $(BIN)/activate
+	$(BIN)/python -m bots validate
+
+lint: $(BIN)/activate
+	$(BIN)/ruff check bots tests main.py
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest
+
+serve: $(BIN)/activate
+	$(BIN)/python -m bots serve

@@ -1,0 +1,83 @@
+"""The command line: `python -m bots validate | schema | graph | serve | chat`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from . import loader
+from .errors import ConfigError
+from .format import PipelineFile
+from .graph import mermaid
+
+
+def _load_or_exit(path: str) -> loader.Config:
+    try:
+        return loader.load(path)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        count = len(e.problems)
+        print(f"{path}: {count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def budget_table(config: loader.Config) -> str:
+    """One line per bot: worst-case calls per dependency and the total against the budget."""
+    width = max(len(bot_id) for bot_id in config.bots)
+    lines = []
+    for bot_id, plan in config.bots.items():
+        calls = plan.cost.describe() or "no calls"
+        lines.append(f"{bot_id:<{width}}  {calls}  total {plan.cost.total}/{config.call_budget}")
+    return "\n".join(lines)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = _load_or_exit(args.config)
+    print(budget_table(config))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    schema = PipelineFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "pipelines.yaml"
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    config = _load_or_exit(args.config)
+    plan = config.bots.get(args.bot)
+    if plan is None:
+        known = ", ".join(config.bots)
+        print(f"no bot {args.bot!r} in {args.config}; the bots are: {known}", file=sys.stderr)
+        return 2
+    print(mermaid(plan), end="")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m bots", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--config", default=loader.DEFAULT_PATH, help="pipelines file")
+        return p
+
+    command("validate", "check pipelines.yaml and print each bot's worst-case calls").set_defaults(
+        run=cmd_validate
+    )
+    schema = sub.add_parser("schema", help="print the JSON Schema of pipelines.yaml")
+    schema.set_defaults(run=cmd_schema)
+    graph = command("graph", "print a bot's pipeline as a Mermaid flowchart")
+    graph.add_argument("bot", help="bot id")
+    graph.set_defaults(run=cmd_graph)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    raise SystemExit(args.run(args))

@@ -1,0 +1,232 @@
+"""The pipelines.yaml format, as typed pydantic models.
+
+Each step kind is its own model, told apart by the one key it has (`bot`, `parallel`, `route`,
+`loop`, `text`), so the engine walks typed objects. Cross-field rules that need the whole file
+(ids defined before use, budgets) live in `loader` and `budget`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    field_validator,
+)
+
+from .templates import Template
+
+POE_CALL_CAP = 100
+"""Poe refuses more than this many dependency calls for one user message."""
+
+BOT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+STEP_KINDS = ("bot", "parallel", "route", "loop", "text")
+
+Show = Literal["stream", "sections", "final", "hide"]
+OnError = Literal["fail", "continue"]
+Wait = Literal["all", "first"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StepBase(Model):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = Field(
+        default=None, description="Name of the step's output in later templates."
+    )
+    show: Show | None = Field(
+        default=None,
+        description="How the user sees this step: stream, sections (parallel only), final or "
+        "hide. Default: the last top-level step streams, the rest are hidden.",
+    )
+    when: str | None = Field(default=None, description="Template; the step is skipped unless true.")
+    on_error: OnError = Field(default="fail", description="fail (default) or continue.")
+
+    # Where the step stands in the file (e.g. "steps[1].parallel[0]"); set by the loader and
+    # used as the step's stable key in traces and reply metadata.
+    _path: str = PrivateAttr(default="")
+    # Compiled templates by field name ("prompt", "parameters.size"...); set by the loader.
+    _templates: dict[str, Template] = PrivateAttr(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def kind(self) -> str:
+        raise NotImplementedError
+
+    def template(self, name: str) -> Template | None:
+        """The compiled template of a field, or None when the field is not set."""
+        return self._templates.get(name)
+
+
+class CallStep(StepBase):
+    """One call to a dependency bot."""
+
+    bot: Annotated[str, Field(min_length=1, max_length=100)]
+    prompt: str | None = Field(default=None, description="Template; default: the user's message.")
+    system: str | None = Field(default=None, description="Template for a system message.")
+    history: bool = Field(default=True, description="Send the conversation so far.")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="The message's parameters (string values are templates)."
+    )
+    attachments: bool = Field(default=True, description="Forward the user's attachments.")
+    retries: Annotated[int, Field(ge=0, le=5)] = 0
+    fallback: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, description="Bots tried in order when the call fails."
+    )
+    timeout: Annotated[float, Field(gt=0, le=590)] | None = Field(
+        default=None, description="Seconds for one try; default 120."
+    )
+
+    @property
+    def kind(self) -> str:
+        return "bot"
+
+    @property
+    def bots(self) -> list[str]:
+        """The bots this step may call, in the order it tries them."""
+        return [self.bot, *self.fallback]
+
+
+class ParallelStep(StepBase):
+    """Branches that run at the same time."""
+
+    parallel: Annotated[list[Step], Field(min_length=1, max_length=20)]
+    wait: Wait = "all"
+
+    @property
+    def kind(self) -> str:
+        return "parallel"
+
+
+class RouteStep(StepBase):
+    """Runs the case whose key equals the rendered `route` template."""
+
+    route: str
+    cases: Annotated[dict[str, list[Step]], Field(min_length=1)]
+    default: list[Step] | None = None
+
+    @property
+    def kind(self) -> str:
+        return "route"
+
+
+class LoopSpec(Model):
+    max: Annotated[int, Field(ge=1, le=20)]
+    until: str | None = None
+    steps: Annotated[list[Step], Field(min_length=1)]
+
+
+class LoopStep(StepBase):
+    """Repeats its steps up to `max` times, stopping early when `until` renders true."""
+
+    loop: LoopSpec
+
+    @property
+    def kind(self) -> str:
+        return "loop"
+
+
+class TextStep(StepBase):
+    """Emits rendered text; calls nobody."""
+
+    text: str
+
+    @property
+    def kind(self) -> str:
+        return "text"
+
+
+def step_kind(value: Any) -> str | None:
+    """The step kind of raw data (the one kind key present), or None."""
+    if isinstance(value, dict):
+        present = [k for k in STEP_KINDS if k in value]
+        return present[0] if len(present) == 1 else None
+    if isinstance(value, StepBase):
+        return value.kind
+    return None
+
+
+Step = Annotated[
+    Annotated[CallStep, Tag("bot")]
+    | Annotated[ParallelStep, Tag("parallel")]
+    | Annotated[RouteStep, Tag("route")]
+    | Annotated[LoopStep, Tag("loop")]
+    | Annotated[TextStep, Tag("text")],
+    Discriminator(
+        step_kind,
+        custom_error_type="step_kind",
+        custom_error_message="a step needs exactly one of bot, parallel, route, loop, text",
+    ),
+]
+
+STEP_MODELS: dict[str, type[StepBase]] = {
+    "bot": CallStep,
+    "parallel": ParallelStep,
+    "route": RouteStep,
+    "loop": LoopStep,
+    "text": TextStep,
+}
+
+
+class BotSpec(Model):
+    """One Poe server bot, served at /<bot id>."""
+
+    poe_name: str | None = Field(default=None, description="The bot's name on poe.com.")
+    access_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the access key; default <ID>_ACCESS_KEY.",
+    )
+    introduction: str | None = None
+    allow_attachments: bool = True
+    steps: Annotated[list[Step], Field(min_length=1)]
+
+
+class PipelineFile(Model):
+    """The whole of pipelines.yaml."""
+
+    version: Literal[1]
+    call_budget: Annotated[int, Field(ge=1)] = Field(
+        default=10, description="Most dependency calls one user message may cost (at most 100)."
+    )
+    bots: Annotated[dict[str, BotSpec], Field(min_length=1)]
+
+    @field_validator("call_budget")
+    @classmethod
+    def _within_poe_cap(cls, value: int) -> int:
+        if value > POE_CALL_CAP:
+            raise ValueError(
+                f"call_budget {value} is above Poe's cap of {POE_CALL_CAP} calls per message; "
+                f"use 1 to {POE_CALL_CAP}"
+            )
+        return value
+
+
+def access_key_env(bot_id: str, spec: BotSpec) -> str:
+    """The environment variable that holds a bot's access key."""
+    return spec.access_key_env or f"{bot_id.upper().replace('-', '_')}_ACCESS_KEY"
+
+
+def children(step: StepBase) -> list[Sequence[StepBase]]:
+    """The step lists nested directly in a step (branches count as one-step lists)."""
+    if isinstance(step, ParallelStep):
+        return [[branch] for branch in step.parallel]
+    if isinstance(step, RouteStep):
+        return [*step.cases.values(), *([step.default] if step.default is not None else [])]
+    if isinstance(step, LoopStep):
+        return [step.loop.steps]
+    return []
+
+
+for _model in (ParallelStep, RouteStep, LoopSpec, LoopStep, BotSpec, PipelineFile):
+    _model.model_rebuild()

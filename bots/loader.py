@@ -1,0 +1,467 @@
+"""Loading pipelines.yaml: YAML with positions, the pydantic models, and every cross-field check.
+
+Every mistake is collected and reported together, each as `FILE:LINE:COL: key.path: what is
+wrong, and what is expected`, where the line is where the offending key or value stands.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from . import format as fmt
+from .budget import Cost, sequence_cost
+from .errors import ConfigError, Problem
+from .format import BotSpec, CallStep, ParallelStep, PipelineFile, StepBase
+from .templates import BUILTINS, LOOP_VARIABLES, Template, TemplateProblem, compile_template
+
+DEFAULT_PATH = "pipelines.yaml"
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class BotPlan:
+    """One validated bot: its spec and its worst-case cost."""
+
+    id: str
+    spec: BotSpec
+    cost: Cost
+
+    @property
+    def dependencies(self) -> dict[str, int]:
+        """Exactly what the bot declares to Poe as `server_bot_dependencies`."""
+        return dict(self.cost.per_bot)
+
+    @property
+    def access_key_env(self) -> str:
+        return fmt.access_key_env(self.id, self.spec)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated pipelines.yaml."""
+
+    path: str
+    call_budget: int
+    bots: dict[str, BotPlan] = field(default_factory=dict)
+
+
+def load(path: str | Path = DEFAULT_PATH) -> Config:
+    """Reads and validates a pipelines file; raises ConfigError listing every mistake."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError([Problem(name, 1, 1, "", f"cannot read the file: {reason}")]) from e
+    return parse(text, name)
+
+
+def parse(text: str, name: str = DEFAULT_PATH) -> Config:
+    """Validates the text of a pipelines file; raises ConfigError listing every mistake."""
+    return _Checker(name).check(text)
+
+
+# --- YAML with positions ---------------------------------------------------------------------
+
+
+class _Yaml:
+    """Turns YAML nodes into plain data, remembering where each key and item stands."""
+
+    def __init__(self, checker: _Checker) -> None:
+        self.checker = checker
+        self.positions: dict[Loc, tuple[int, int]] = {}
+        self.constructor = SafeConstructor()
+
+    def build(self, node: Node, loc: Loc, depth: int = 0) -> Any:
+        self.positions.setdefault(loc, _mark(node))
+        if depth > 64:
+            self.checker.add(loc, "nesting is too deep (or an alias refers to itself)")
+            return None
+        if isinstance(node, MappingNode):
+            self.constructor.flatten_mapping(node)
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, ScalarNode):
+                    self.checker.add(loc, "a key must be plain text", at=_mark(key_node))
+                    continue
+                key = str(key_node.value)
+                if key in result:
+                    first = self.positions[(*loc, key)]
+                    self.checker.add(
+                        (*loc, key),
+                        f"duplicate key {key!r} (first at line {first[0]}); each key may appear "
+                        "once",
+                        at=_mark(key_node),
+                    )
+                    continue
+                self.positions[(*loc, key)] = _mark(key_node)
+                result[key] = self.build(value_node, (*loc, key), depth + 1)
+            return result
+        if isinstance(node, SequenceNode):
+            return [self.build(item, (*loc, i), depth + 1) for i, item in enumerate(node.value)]
+        return self.constructor.construct_object(node, deep=True)
+
+
+def _mark(node: Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def dotted(loc: Loc) -> str:
+    """('bots', 'x', 'steps', 0, 'bot') -> 'bots.x.steps[0].bot'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# --- pydantic errors, located ----------------------------------------------------------------
+
+
+def _real_loc(loc: Sequence[str | int], data: Any) -> Loc:
+    """Drops the union tags pydantic puts after a step's index, keeping the keys in the data."""
+    out: list[str | int] = []
+    skipped_at: dict[int, bool] = {}
+    current = data
+    for part in loc:
+        # pydantic names the union member right after a step's index (or first, for one step)
+        after_index = not out or isinstance(out[-1], int)
+        if after_index and part == fmt.step_kind(current) and not skipped_at.get(len(out)):
+            skipped_at[len(out)] = True
+            continue
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
+            current = current[part]
+        else:
+            current = None
+        out.append(part)
+    return tuple(out)
+
+
+def _model_for(loc: Loc, data: Any) -> type[BaseModel] | None:
+    """The model whose fields are the valid keys of the mapping at `loc` in the file."""
+    if not loc:
+        return PipelineFile
+    if len(loc) == 2 and loc[0] == "bots":
+        return BotSpec
+    if loc[-1] == "loop":
+        return fmt.LoopSpec
+    kind = fmt.step_kind(data)
+    return fmt.STEP_MODELS[kind] if kind else None
+
+
+def _explain(error: dict[str, Any], loc: Loc, parent: Any) -> str:
+    kind, message, value = error["type"], error["msg"], error.get("input")
+    key = loc[-1] if loc else ""
+    if kind == "extra_forbidden":
+        model = _model_for(loc[:-1], parent)
+        allowed = sorted(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown key {key!r}; {hint}allowed here: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"{key!r} is required here"
+    if kind == "step_kind":
+        present = [k for k in fmt.STEP_KINDS if isinstance(value, dict) and k in value]
+        found = " and ".join(present) if present else "none of them"
+        if not isinstance(value, dict):
+            found = f"{type(value).__name__} {value!r}"
+        return f"a step needs exactly one of bot, parallel, route, loop, text; found {found}"
+    message = str(message).removeprefix("Value error, ")
+    if kind.startswith("value_error") or kind == "assertion_error":
+        return message
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return f"got {shown}: {message[0].lower()}{message[1:]}"
+
+
+# --- the checks ------------------------------------------------------------------------------
+
+
+_BOT_ID = re.compile(fmt.BOT_ID_PATTERN)
+_STEP: TypeAdapter[StepBase] = TypeAdapter(fmt.Step)
+
+
+class _Checker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.problems: list[Problem] = []
+        self.yaml = _Yaml(self)
+
+    def add(self, loc: Loc, message: str, *, at: tuple[int, int] | None = None) -> None:
+        line, column = at or self._position(loc)
+        self.problems.append(Problem(self.name, line, column, dotted(loc), message))
+
+    def _position(self, loc: Loc) -> tuple[int, int]:
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.yaml.positions:
+                return self.yaml.positions[loc[:end]]
+        return 1, 1
+
+    def check(self, text: str) -> Config:
+        data = self._read_yaml(text)
+        if not isinstance(data, dict):
+            if not self.problems:
+                got = "an empty file" if data is None else f"a {type(data).__name__}"
+                self.add((), f"expected a mapping with 'version: 1' and 'bots:', got {got}")
+            raise ConfigError(self.problems)
+        top = {k: v for k, v in data.items() if k != "bots"}
+        header = self._validate(PipelineFile, {**top, "bots": {"_": {"steps": [{"text": ""}]}}}, ())
+        bots_data = data.get("bots")
+        plans: dict[str, BotPlan] = {}
+        if isinstance(bots_data, dict):
+            seen: dict[str, str] = {}
+            for bot_id, bot_data in bots_data.items():
+                self._check_bot_id(bot_id, seen)
+                plan = self._check_bot(bot_id, bot_data)
+                if plan is not None:
+                    plans[bot_id] = plan
+            if not bots_data:
+                self.add(("bots",), "no bots are declared; add at least one under 'bots:'")
+        elif "bots" in data:
+            self._validate(PipelineFile, data, ())  # reports what is wrong with `bots`
+        else:
+            self.add((), "'bots' is required: a mapping of bot id to its steps")
+        budget = header.call_budget if isinstance(header, PipelineFile) else _raw_budget(data)
+        for bot_id, plan in plans.items():
+            if plan.cost.total > budget:
+                self._over_budget(bot_id, plan, budget)
+        if self.problems:
+            raise ConfigError(self.problems)
+        assert isinstance(header, PipelineFile)
+        return Config(self.name, header.call_budget, plans)
+
+    def _read_yaml(self, text: str) -> Any:
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            at = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+            reason = " ".join(filter(None, [e.context, e.problem]))
+            self.add((), f"YAML syntax error: {reason}", at=at)
+            return None
+        except yaml.YAMLError as e:
+            self.add((), f"YAML error: {e}")
+            return None
+        return None if node is None else self.yaml.build(node, ())
+
+    def _validate(self, model: type[BaseModel] | TypeAdapter[Any], data: Any, loc: Loc) -> Any:
+        try:
+            if isinstance(model, TypeAdapter):
+                return model.validate_python(data)
+            return model.model_validate(data)
+        except ValidationError as e:
+            for error in e.errors():
+                inner = _real_loc(error["loc"], data)
+                parent = _get(data, inner[:-1])
+                self.add((*loc, *inner), _explain(dict(error), (*loc, *inner), parent))
+            return None
+
+    def _check_bot_id(self, bot_id: str, seen: dict[str, str]) -> None:
+        loc: Loc = ("bots", bot_id)
+        if not _BOT_ID.match(bot_id):
+            self.add(
+                loc,
+                f"bot id {bot_id!r} cannot be a URL path segment; use letters, digits, '-' and "
+                "'_' (starting with a letter or digit, at most 64 characters)",
+            )
+        other = seen.setdefault(bot_id.lower(), bot_id)
+        if other != bot_id:
+            self.add(
+                loc,
+                f"bot ids {other!r} and {bot_id!r} differ only in case; their paths "
+                "would be confused, so rename one",
+            )
+
+    def _check_bot(self, bot_id: str, data: Any) -> BotPlan | None:
+        """Validates one bot step by step, so one broken step hides no other mistake."""
+        base: Loc = ("bots", bot_id)
+        steps_data = data.get("steps") if isinstance(data, dict) else None
+        if not isinstance(steps_data, list) or not steps_data:
+            self._validate(BotSpec, data, base)
+            return None
+        placeholder = {**data, "steps": [{"text": ""}]}
+        spec = self._validate(BotSpec, placeholder, base)
+        steps: list[StepBase | None] = []
+        broken_ids: set[str] = set()
+        for i, item in enumerate(steps_data):
+            step = self._validate(_STEP, item, (*base, "steps", i))
+            steps.append(step if isinstance(step, StepBase) else None)
+            if step is None:
+                broken_ids |= set(_raw_ids(item))
+        self._seen_ids: dict[str, Loc] = {}
+        self._walk(steps, (*base, "steps"), set(BUILTINS) | broken_ids, loop_ids=set())
+        valid = [step for step in steps if step is not None]
+        if not isinstance(spec, BotSpec) or broken_ids or len(valid) != len(steps):
+            return None
+        spec = spec.model_copy(update={"steps": valid})
+        return BotPlan(bot_id, spec, sequence_cost(valid))
+
+    def _walk(
+        self, steps: Sequence[StepBase | None], loc: Loc, defined: set[str], loop_ids: set[str]
+    ) -> set[str]:
+        """Checks steps in order (None: one that did not validate); returns the names defined
+        once they have run."""
+        defined = set(defined)
+        for i, step in enumerate(steps):
+            if step is not None:
+                defined |= self._check_step(step, (*loc, i), defined, loop_ids)
+        return defined
+
+    def _check_step(
+        self, step: StepBase, loc: Loc, defined: set[str], loop_ids: set[str]
+    ) -> set[str]:
+        step._path = dotted(loc[2:])  # relative to the bot, e.g. "steps[1].parallel[0]"
+        if step.id is not None:
+            if step.id in self._seen_ids:
+                first = self.yaml.positions.get((*self._seen_ids[step.id], "id"), (0, 0))[0]
+                self.add(
+                    (*loc, "id"),
+                    f"duplicate step id {step.id!r} (first at line {first}); "
+                    "ids must be unique within a bot",
+                )
+            elif step.id in BUILTINS | LOOP_VARIABLES:
+                self.add(
+                    (*loc, "id"),
+                    f"step id {step.id!r} is a built-in template variable; choose another name",
+                )
+            self._seen_ids.setdefault(step.id, loc)
+        if step.show == "sections" and not isinstance(step, ParallelStep):
+            self.add(
+                (*loc, "show"),
+                f"'sections' is only for parallel steps; this is a "
+                f"{step.kind} step, so use stream, final or hide",
+            )
+        visible = defined | loop_ids
+        self._template(step, "when", step.when, (*loc, "when"), visible)
+        after: set[str] = set()
+        if isinstance(step, CallStep):
+            self._template(step, "prompt", step.prompt, (*loc, "prompt"), visible)
+            self._template(step, "system", step.system, (*loc, "system"), visible)
+            for name, value in step.parameters.items():
+                ploc = (*loc, "parameters", name)
+                try:
+                    json.dumps(value)
+                except (TypeError, ValueError):
+                    self.add(
+                        ploc,
+                        f"got {value!r}: parameter values must be text, numbers, "
+                        "booleans, lists or mappings (quote dates and times)",
+                    )
+                if isinstance(value, str):
+                    self._template(step, f"parameters.{name}", value, ploc, visible)
+        elif isinstance(step, fmt.TextStep):
+            self._template(step, "text", step.text, (*loc, "text"), visible)
+        elif isinstance(step, ParallelStep):
+            keys: dict[str, int] = {}
+            for i, branch in enumerate(step.parallel):
+                key = branch_key(branch, i)
+                if key in keys:
+                    self.add(
+                        (*loc, "parallel", i),
+                        f"branches {keys[key]} and {i} would both be "
+                        f"called {key!r}; give each branch its own id",
+                    )
+                keys.setdefault(key, i)
+                after |= self._check_step(branch, (*loc, "parallel", i), defined, loop_ids)
+        elif isinstance(step, fmt.RouteStep):
+            self._template(step, "route", step.route, (*loc, "route"), visible)
+            for value, case in step.cases.items():
+                after |= self._walk(case, (*loc, "cases", value), defined, loop_ids)
+            if step.default is not None:
+                after |= self._walk(step.default, (*loc, "default"), defined, loop_ids)
+        elif isinstance(step, fmt.LoopStep):
+            inner = loop_ids | LOOP_VARIABLES | set(ids_in(step.loop.steps))
+            after |= self._walk(step.loop.steps, (*loc, "loop", "steps"), defined, inner)
+            self._template(step, "until", step.loop.until, (*loc, "loop", "until"), after | inner)
+        return after | ({step.id} if step.id else set())
+
+    def _template(
+        self, step: StepBase, name: str, source: str | None, loc: Loc, visible: set[str]
+    ) -> None:
+        if source is None:
+            return
+        try:
+            _, variables = compile_template(source)
+        except TemplateProblem as e:
+            self.add(loc, str(e))
+            return
+        for variable in sorted(variables - visible):
+            known = sorted(visible)
+            close = difflib.get_close_matches(variable, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            self.add(
+                loc,
+                f"template uses {variable!r}, which is not defined before this step; "
+                f"{hint}available: {', '.join(known)}",
+            )
+        step._templates[name] = Template(source, f"{step.path}.{name}")
+
+    def _over_budget(self, bot_id: str, plan: BotPlan, budget: int) -> None:
+        parts = Counter[tuple[str, str]]()
+        for path, bot, calls in plan.cost.parts:
+            parts[(path, bot)] += calls
+        made_of = ", ".join(f"{path} {bot} x{n}" for (path, bot), n in parts.items())
+        self.add(
+            ("bots", bot_id, "steps"),
+            f"worst case is {plan.cost.total} calls per message, "
+            f"over call_budget {budget}; it is made of: {made_of}. Lower retries, fallbacks "
+            "or loop.max, or raise call_budget (at most 100)",
+        )
+
+
+def _raw_ids(data: Any) -> Iterator[str]:
+    """Step ids found anywhere in raw data (of a step that did not validate)."""
+    if isinstance(data, dict):
+        if isinstance(data.get("id"), str):
+            yield data["id"]
+        for value in data.values():
+            yield from _raw_ids(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _raw_ids(item)
+
+
+def _raw_budget(data: dict[str, Any]) -> int:
+    value = data.get("call_budget", 10)
+    return value if isinstance(value, int) and 1 <= value <= fmt.POE_CALL_CAP else 10
+
+
+def _get(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def branch_key(step: StepBase, index: int) -> str:
+    """A parallel branch's name: its id, else its bot, else its position."""
+    if step.id:
+        return step.id
+    if isinstance(step, CallStep):
+        return step.bot
+    return f"branch{index + 1}"
+
+
+def ids_in(steps: Sequence[StepBase]) -> Iterator[str]:
+    """Every step id in these steps and those nested in them."""
+    for step in steps:
+        if step.id:
+            yield step.id
+        for inner in fmt.children(step):
+            yield from ids_in(inner)

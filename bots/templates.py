@@ -1,0 +1,113 @@
+"""Jinja2 templates of pipelines.yaml: compiled once at load, rendered sandboxed at run time.
+
+Templates are the operator's; what users type only ever arrives as data (`message`,
+`conversation`...), so it is never evaluated. The sandbox is immutable and undefined names are
+errors; the loader also refuses private attribute access before anything is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jinja2
+from jinja2 import meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .errors import StepFailed
+
+BUILTINS = frozenset({"message", "conversation", "params", "attachments"})
+"""Variables every template sees; each step's output is added under its id."""
+LOOP_VARIABLES = frozenset({"iteration"})
+"""Extra variables inside a loop's steps and its `until`."""
+
+PROMPT_CHAR_CAP = 100_000
+"""Largest rendered prompt or system message sent to a dependency bot (characters)."""
+
+FALSE_WORDS = frozenset({"", "false", "no", "0", "none", "off", "n"})
+
+ENV = ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=False,
+)
+
+
+class Branches(dict[str, Any]):
+    """A parallel step's output: branch key -> text. Renders as headed sections."""
+
+    def __str__(self) -> str:
+        return "\n\n".join(f"### {key}\n\n{value}" for key, value in self.items())
+
+
+class TemplateProblem(ValueError):
+    """A template that does not compile or that reaches for something unsafe."""
+
+
+def _unsafe_names(ast: nodes.Template) -> list[str]:
+    found: list[str] = []
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        name: object = None
+        if isinstance(node, nodes.Getattr):
+            name = node.attr
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            name = node.arg.value
+        if isinstance(name, str) and name.startswith("_"):
+            found.append(name)
+    return found
+
+
+def compile_template(source: str) -> tuple[jinja2.Template, set[str]]:
+    """Compiles a template and returns it with the variables it reads.
+
+    Raises TemplateProblem with a one-line reason when it is invalid or unsafe.
+    """
+    try:
+        ast = ENV.parse(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise TemplateProblem(
+            f"template does not compile: {e.message} (template line {e.lineno})"
+        ) from e
+    unsafe = _unsafe_names(ast)
+    if unsafe:
+        raise TemplateProblem(
+            f"template reaches for private attributes ({', '.join(sorted(set(unsafe)))}), which "
+            "the sandbox refuses; use only the variables and their public values"
+        )
+    variables = set(meta.find_undeclared_variables(ast)) - set(ENV.globals)
+    return ENV.from_string(ast), variables
+
+
+class Template:
+    """A compiled template with the place it came from (for run-time error messages)."""
+
+    __slots__ = ("_template", "source", "where")
+
+    def __init__(self, source: str, where: str) -> None:
+        self._template, _ = compile_template(source)
+        self.source = source
+        self.where = where
+
+    def render(self, variables: Mapping[str, Any], *, cap: int | None = None) -> str:
+        try:
+            text = self._template.render(variables)
+        except jinja2.TemplateError as e:
+            raise StepFailed(f"the template at {self.where} failed: {e}") from e
+        except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as e:
+            raise StepFailed(f"the template at {self.where} failed: {type(e).__name__}: {e}") from e
+        if cap is not None and len(text) > cap:
+            raise StepFailed(
+                f"the text rendered at {self.where} is {len(text):,} characters, over the "
+                f"{cap:,}-character cap on one prompt"
+            )
+        return text
+
+    def is_true(self, variables: Mapping[str, Any]) -> bool:
+        return truthy(self.render(variables))
+
+
+def truthy(text: str) -> bool:
+    """How a rendered `when`/`until` reads as a condition."""
+    return text.strip().strip(".!").lower() not in FALSE_WORDS

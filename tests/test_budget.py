@@ -1,0 +1,141 @@
+"""The static worst case, checked against an independent brute-force count, and the run-time guard."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bots import loader
+from bots.budget import CallGuard
+from bots.errors import BudgetExceeded
+
+BOTS = ["A", "B", "C", "D"]
+
+
+def steps_strategy(depth: int) -> st.SearchStrategy[list[dict[str, Any]]]:
+    call = st.builds(
+        lambda bot, retries, fallback, when: {
+            "bot": bot,
+            "retries": retries,
+            "fallback": fallback,
+            **({"when": "{{ message }}"} if when else {}),
+        },
+        st.sampled_from(BOTS),
+        st.integers(0, 2),
+        st.lists(st.sampled_from(BOTS), max_size=2),
+        st.booleans(),
+    )
+    text = st.just({"text": "hi"})
+    if depth == 0:
+        leaf = st.one_of(call, call, text)
+        return st.lists(leaf, min_size=1, max_size=3)
+    inner = steps_strategy(depth - 1)
+    parallel = st.builds(
+        lambda branches, wait: {"parallel": [dict(b) for b in branches], "wait": wait},
+        st.lists(st.one_of(call, text), min_size=1, max_size=3),
+        st.sampled_from(["all", "first"]),
+    )
+    route = st.builds(
+        lambda cases, default: {
+            "route": "{{ message }}",
+            "cases": {f"c{i}": case for i, case in enumerate(cases)},
+            **({"default": default} if default else {}),
+        },
+        st.lists(inner, min_size=1, max_size=3),
+        st.one_of(st.none(), inner),
+    )
+    loop = st.builds(
+        lambda max_, body: {"loop": {"max": max_, "steps": body}}, st.integers(1, 3), inner
+    )
+    return st.lists(st.one_of(call, text, parallel, route, loop), min_size=1, max_size=3)
+
+
+def name_branches(steps: list[dict[str, Any]], counter: itertools.count[int]) -> None:
+    """Gives every parallel branch a unique id (ids must be unique within a bot)."""
+    for step in steps:
+        if "parallel" in step:
+            for branch in step["parallel"]:
+                branch["id"] = f"b{next(counter)}"
+        for inner in [
+            *step.get("cases", {}).values(),
+            step.get("default") or [],
+            step.get("loop", {}).get("steps", []),
+        ]:
+            name_branches(inner, counter)
+
+
+def paths(steps: list[dict[str, Any]]) -> list[Counter[str]]:
+    """Every possible run of these steps (each route choice), as calls per bot when every try
+    fails (the worst case: all retries and fallbacks are used)."""
+    runs: list[Counter[str]] = [Counter()]
+    for step in steps:
+        options = step_paths(step)
+        runs = [a + b for a, b in itertools.product(runs, options)]
+    return runs
+
+
+def step_paths(step: dict[str, Any]) -> list[Counter[str]]:
+    if "bot" in step:
+        tries = 1 + step["retries"]
+        calls: Counter[str] = Counter()
+        for bot in [step["bot"], *step["fallback"]]:
+            calls[bot] += tries
+        return [calls]
+    if "text" in step:
+        return [Counter()]
+    if "parallel" in step:
+        return paths(step["parallel"])
+    if "route" in step:
+        options = [run for case in step["cases"].values() for run in paths(case)]
+        options += paths(step["default"]) if "default" in step else [Counter()]
+        return options
+    body = paths(step["loop"]["steps"])
+    runs: list[Counter[str]] = [Counter()]
+    for _ in range(step["loop"]["max"]):
+        runs = [a + b for a, b in itertools.product(runs, body)]
+    return runs
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps_strategy(2))
+def test_worst_case_matches_an_independent_count(steps: list[dict[str, Any]]) -> None:
+    name_branches(steps, itertools.count())
+    text = yaml.safe_dump({"version": 1, "call_budget": 100, "bots": {"x": {"steps": steps}}})
+    runs = paths(steps)
+    expected_total = max(sum(run.values()) for run in runs)
+    expected_per_bot = {bot: max(run[bot] for run in runs) for bot in BOTS}
+    expected_per_bot = {bot: n for bot, n in expected_per_bot.items() if n}
+    if expected_total > 100:
+        with pytest.raises(Exception, match="over call_budget 100"):
+            loader.parse(text)
+        return
+    plan = loader.parse(text).bots["x"]
+    assert plan.cost.total == expected_total
+    assert plan.dependencies == expected_per_bot
+    assert sum(calls for _, _, calls in plan.cost.parts) == expected_total
+
+
+def test_guard_refuses_beyond_the_declared_count_per_bot() -> None:
+    guard = CallGuard(Counter({"A": 2, "B": 1}), total=3)
+    guard.acquire("A")
+    guard.acquire("A")
+    with pytest.raises(BudgetExceeded, match="tried to call A more often"):
+        guard.acquire("A")
+    guard.acquire("B")
+    assert guard.calls == 3
+
+
+def test_guard_refuses_undeclared_bots_and_the_total() -> None:
+    guard = CallGuard(Counter({"A": 5}), total=2)
+    with pytest.raises(BudgetExceeded):
+        guard.acquire("Z")
+    guard.acquire("A")
+    guard.acquire("A")
+    with pytest.raises(BudgetExceeded):
+        guard.acquire("A")
