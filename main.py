@@ -1,1 +1,66 @@
-import bots
+"""Modal deployment: one app whose one web endpoint serves every bot of pipelines.yaml.
+
+    modal deploy main.py     # deploy (pipelines.yaml is validated first, on your machine)
+    python main.py           # serve the same app locally, like `python -m bots serve`
+
+The names you may want to change are just below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import modal
+
+from bots import loader
+
+APP_NAME = "poe-pipelines"
+SECRET_NAME = "poe-pipelines"  # a Modal secret holding each bot's <ID>_ACCESS_KEY
+CONCURRENT_CHATS = 100  # replies one container serves at once (they mostly wait on Poe)
+MIN_CONTAINERS = 0  # 1 keeps a container warm: no cold start, but it is billed while idle
+TIMEOUT_SECONDS = 600  # Poe lets a reply run 600 s; Modal's default would cut it at 300 s
+
+HERE = Path(__file__).resolve().parent
+CONFIG_PATH = HERE / "pipelines.yaml"
+REMOTE_CONFIG = "/root/pipelines.yaml"
+
+# Validated at import, so a bad file stops `modal deploy` before anything is uploaded.
+CONFIG = loader.load(CONFIG_PATH if CONFIG_PATH.exists() else REMOTE_CONFIG)
+
+
+def runtime_requirements(path: Path = HERE / "requirements.txt") -> list[str]:
+    """The pinned runtime packages: requirements.txt up to its test tools."""
+    if not path.exists():  # inside the container, where the image is already built
+        return []
+    lines = path.read_text().split("# Tests and checks")[0].splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+image = (
+    modal.Image.debian_slim(python_version="3.11")
+    .pip_install(*runtime_requirements())
+    .add_local_python_source("bots")
+    .add_local_file(CONFIG_PATH, REMOTE_CONFIG)
+)
+app = modal.App(APP_NAME)
+
+
+@app.function(
+    image=image,
+    secrets=[modal.Secret.from_name(SECRET_NAME)],
+    timeout=TIMEOUT_SECONDS,
+    min_containers=MIN_CONTAINERS,
+)
+@modal.concurrent(max_inputs=CONCURRENT_CHATS)
+@modal.asgi_app()
+def fastapi_app():  # type: ignore[no-untyped-def]
+    """Every bot of pipelines.yaml, each at /<bot id>."""
+    from bots.server import build_app
+
+    return build_app(CONFIG)
+
+
+if __name__ == "__main__":
+    from bots.cli import main
+
+    main(["serve", "--config", str(CONFIG_PATH)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -58,6 +59,29 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def configure_logging() -> None:
+    """INFO logs for this package; httpx stays quiet, since its request lines carry URLs
+    (settings sync URLs hold access keys)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load_or_exit(args.config)
+    configure_logging()
+    import uvicorn
+
+    from .server import build_app
+
+    print(budget_table(config))
+    for bot_id in config.bots:
+        print(f"serving /{bot_id} at http://{args.host}:{args.port}/{bot_id}")
+    uvicorn.run(build_app(config), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m bots", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -75,6 +99,10 @@ def parser() -> argparse.ArgumentParser:
     graph = command("graph", "print a bot's pipeline as a Mermaid flowchart")
     graph.add_argument("bot", help="bot id")
     graph.set_defaults(run=cmd_graph)
+    serve = command("serve", "serve every bot over HTTP (the Poe server-bot protocol)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(run=cmd_serve)
     return top
 
 

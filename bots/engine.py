@@ -1,0 +1,388 @@
+"""The engine: runs one bot's pipeline for one user message, writing into a `Reply`.
+
+Steps are typed objects from `format`; each runs with a `Slot`, the place its visible output
+goes (nowhere for hidden steps). A sequence hands its slot to its last step; a parallel step
+makes one part per branch (with headings for `sections`); an explicit `show` opens a new slot.
+Parallel branches run in a TaskGroup, so a failure or a cancelled reply cancels every branch and
+closes every upstream stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastapi_poe as fp
+
+from . import conversation
+from .budget import CallGuard
+from .client import Caller, CallFailed
+from .errors import RunError, StepFailed
+from .format import CallStep, LoopStep, ParallelStep, RouteStep, StepBase, TextStep
+from .loader import BotPlan, branch_key, ids_in
+from .reply import Part, Reply
+from .templates import LOOP_VARIABLES, PROMPT_CHAR_CAP, Branches
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CALL_TIMEOUT = 120.0
+"""Seconds one try of a dependency call may take when its step sets no `timeout`."""
+REPLY_DEADLINE = 570.0
+"""Seconds a whole reply may take; Poe drops replies after 600 s."""
+
+
+@dataclass
+class TraceEntry:
+    """What one step did, for the terminal chat's trace and the logs."""
+
+    path: str
+    kind: str
+    bot: str | None
+    seconds: float
+    calls: int
+    outcome: str
+
+
+class Slot:
+    """Where a step's visible output goes: a part of the reply made on first use, or nowhere."""
+
+    def __init__(self, reply: Reply | None, mode: str, heading: str | None = None) -> None:
+        self.reply = reply if mode != "hide" else None
+        self.mode = mode
+        self.heading = heading
+        self._part: Part | None = None
+
+    def part(self) -> Part | None:
+        if self._part is None and self.reply is not None:
+            self._part = self.reply.add_part(self.heading, deferred=self.mode == "final")
+        return self._part
+
+    def close(self) -> None:
+        if self._part is not None:
+            self._part.close()
+
+
+HIDDEN = Slot(None, "hide")
+
+
+@dataclass
+class Run:
+    """One user message being answered by one bot."""
+
+    plan: BotPlan
+    request: fp.QueryRequest
+    reply: Reply
+    caller: Caller
+    call_timeout: float = DEFAULT_CALL_TIMEOUT
+    guard: CallGuard = field(init=False)
+    variables: dict[str, Any] = field(init=False)
+    calls: dict[str, dict[str, str]] = field(default_factory=dict)
+    trace: list[TraceEntry] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.guard = CallGuard(Counter(self.plan.dependencies), self.plan.cost.total)
+        self.variables = conversation.template_variables(self.request)
+        # every id is defined from the start ("" until its step runs): the loader has checked
+        # the order, and steps in routes not taken or loops not yet run read as empty
+        self.variables.update(dict.fromkeys(ids_in(self.plan.spec.steps), ""))
+
+    async def execute(self, deadline: float = REPLY_DEADLINE) -> None:
+        """Runs the pipeline into the reply, then finishes the reply whatever happened."""
+        top = Slot(self.reply, "stream")
+        try:
+            async with asyncio.timeout(deadline):
+                await self.sequence(self.plan.spec.steps, top)
+        except RunError as e:
+            self.reply.error = str(e)
+        except TimeoutError:
+            self.reply.error = (
+                f"The reply ran out of time after {deadline:g} seconds (Poe allows 10 minutes), "
+                "so it stopped here."
+            )
+        except Exception:
+            log.exception("bot %s: unexpected error in the pipeline", self.plan.id)
+            self.reply.error = (
+                "Something went wrong inside this bot's pipeline; it has been logged."
+            )
+        finally:
+            top.close()
+            if self.calls:
+                self.reply.metadata = conversation.write_metadata(self.calls)
+            self.reply.finish()
+
+    # --- structure -------------------------------------------------------------------------
+
+    async def sequence(self, steps: Sequence[StepBase], slot: Slot) -> Any:
+        value: Any = ""
+        for i, step in enumerate(steps):
+            value = await self.step(step, slot if i == len(steps) - 1 else HIDDEN)
+        return value
+
+    async def step(self, step: StepBase, inherited: Slot, *, strict: bool = False) -> Any:
+        """Runs any step: its `show`, `when` and `on_error`, and records its output."""
+        slot = Slot(self.reply, step.show) if step.show else inherited
+        started, calls_before = time.monotonic(), self.guard.calls
+        outcome = "ok"
+        try:
+            when = step.template("when")
+            if when is not None and not when.is_true(self.variables):
+                value: Any = ""
+                outcome = "skipped"
+            else:
+                value = await self._dispatch(step, slot)
+        except StepFailed as e:
+            outcome = f"failed: {e}"
+            if strict or step.on_error == "fail":
+                raise
+            part = slot.part()
+            if part is not None:
+                part.note(str(e))
+            value = ""
+        finally:
+            if slot is not inherited:
+                slot.close()
+            bot = step.bot if isinstance(step, CallStep) else None
+            seconds = time.monotonic() - started
+            self.trace.append(
+                TraceEntry(
+                    step.path, step.kind, bot, seconds, self.guard.calls - calls_before, outcome
+                )
+            )
+        if step.id:
+            self.variables[step.id] = value
+        return value
+
+    async def _dispatch(self, step: StepBase, slot: Slot) -> Any:
+        if isinstance(step, CallStep):
+            return await self.call(step, slot)
+        if isinstance(step, TextStep):
+            text = self._render(step, "text")
+            part = slot.part()
+            if part is not None:
+                part.replace(text)
+            return text
+        if isinstance(step, ParallelStep):
+            return await (
+                self.race(step, slot) if step.wait == "first" else self.fan_out(step, slot)
+            )
+        if isinstance(step, RouteStep):
+            return await self.route(step, slot)
+        assert isinstance(step, LoopStep)
+        return await self.loop(step, slot)
+
+    def _render(self, step: StepBase, name: str, *, cap: int | None = None) -> str:
+        template = step.template(name)
+        return template.render(self.variables, cap=cap) if template is not None else ""
+
+    def _branch_slots(self, step: ParallelStep, mode: str) -> list[Slot]:
+        slots = []
+        for i, branch in enumerate(step.parallel):
+            heading = branch_key(branch, i) if mode == "sections" else None
+            slot = Slot(self.reply, "final" if mode == "final" else mode, heading)
+            if mode == "sections":
+                slot.part()  # headings show at once, in branch order
+            slots.append(slot)
+        return slots
+
+    async def fan_out(self, step: ParallelStep, slot: Slot) -> Branches:
+        slots = self._branch_slots(step, slot.mode)
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self.step(branch, slots[i]))
+                    for i, branch in enumerate(step.parallel)
+                ]
+        except BaseExceptionGroup as group_error:
+            raise _first_run_error(group_error) from None
+        finally:
+            for branch_slot in slots:
+                branch_slot.close()
+        return Branches(
+            (branch_key(branch, i), task.result())
+            for i, (branch, task) in enumerate(zip(step.parallel, tasks, strict=True))
+        )
+
+    async def race(self, step: ParallelStep, slot: Slot) -> Any:
+        """`wait: first`: the first branch to succeed wins; the others are cancelled. Unless the
+        branches are shown as sections, the winner's answer appears when it is known."""
+        mode = "sections" if slot.mode == "sections" else ("final" if slot.reply else "hide")
+        slots = self._branch_slots(step, mode)
+        winner: list[tuple[int, Any]] = []
+        failures: list[str] = []
+        tasks: list[asyncio.Task[None]] = []
+
+        async def runner(i: int, branch: StepBase) -> None:
+            try:
+                value = await self.step(branch, slots[i], strict=True)
+            except StepFailed as e:
+                failures.append(str(e))
+                return
+            if not winner:
+                winner.append((i, value))
+                for task in tasks:
+                    if task is not asyncio.current_task():
+                        task.cancel()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks += [group.create_task(runner(i, b)) for i, b in enumerate(step.parallel)]
+        except BaseExceptionGroup as group_error:
+            raise _first_run_error(group_error) from None
+        if not winner:
+            raise StepFailed("every branch of the race failed: " + "; ".join(failures))
+        index, value = winner[0]
+        name = branch_key(step.parallel[index], index)
+        for i, branch_slot in enumerate(slots):
+            part = branch_slot.part() if mode == "sections" else None
+            if i == index:
+                branch_slot.close()
+            elif part is not None and tasks[i].cancelled():
+                part.note(f"stopped: {name} answered first")
+        return value
+
+    async def route(self, step: RouteStep, slot: Slot) -> Any:
+        chosen = self._render(step, "route")
+        case = _match(chosen, step.cases)
+        if case is None:
+            case = step.default
+        if case is None:
+            log.info("bot %s: %s: no case for %r", self.plan.id, step.path, chosen[:100])
+            return ""
+        return await self.sequence(case, slot)
+
+    async def loop(self, step: LoopStep, slot: Slot) -> Any:
+        saved = {name: self.variables.get(name) for name in LOOP_VARIABLES}
+        value: Any = ""
+        try:
+            for iteration in range(1, step.loop.max + 1):
+                self.variables["iteration"] = iteration
+                value = await self.sequence(step.loop.steps, slot)
+                until = step.template("until")
+                if until is not None and until.is_true(self.variables):
+                    break
+        finally:
+            self.variables.update(saved)
+        return value
+
+    # --- calls -----------------------------------------------------------------------------
+
+    async def call(self, step: CallStep, slot: Slot) -> str:
+        """One call step: every try of its bot, then of each fallback, until one succeeds."""
+        prompt = (
+            self._render(step, "prompt", cap=PROMPT_CHAR_CAP) if step.prompt is not None else None
+        )
+        if prompt is None:
+            prompt = self.variables["message"]
+        system = (
+            self._render(step, "system", cap=PROMPT_CHAR_CAP) if step.system is not None else None
+        )
+        parameters = {
+            name: self._render(step, f"parameters.{name}") if isinstance(value, str) else value
+            for name, value in step.parameters.items()
+        }
+        request = self.request.model_copy(
+            update={
+                "query": conversation.call_messages(
+                    self.request,
+                    step.path,
+                    prompt=prompt,
+                    system=system,
+                    parameters=parameters,
+                    history=step.history,
+                    attachments=step.attachments,
+                )
+            }
+        )
+        part = slot.part()
+        failures: list[str] = []
+        for bot in step.bots:
+            for _ in range(1 + step.retries):
+                self.guard.acquire(bot)
+                try:
+                    text = await self._try(request, bot, part, step.timeout or self.call_timeout)
+                except CallFailed as e:
+                    failures.append(f"{bot}: {e}")
+                    log.info("bot %s: %s: %s failed: %s", self.plan.id, step.path, bot, e)
+                    continue
+                record = {"a": text}
+                if prompt != self.variables["message"]:
+                    record["p"] = prompt
+                self.calls[step.path] = record
+                return text
+        raise StepFailed(_failure_message(step, failures), bot=step.bot)
+
+    async def _try(
+        self, request: fp.QueryRequest, bot: str, part: Part | None, seconds: float
+    ) -> str:
+        text = ""
+        files: list[fp.Attachment] = []
+        suggestions: list[str] = []
+        if part is not None:
+            part.replace("")
+        self.reply.asking[bot] += 1
+        try:
+            async with asyncio.timeout(seconds):
+                async for event in self.caller.stream(request, bot):
+                    if isinstance(event, fp.MetaResponse) or event.data is not None:
+                        continue
+                    if event.attachment is not None:
+                        files.append(event.attachment)
+                    elif event.is_suggested_reply:
+                        suggestions.append(event.text)
+                    elif event.is_replace_response:
+                        text = event.text
+                        if part is not None:
+                            part.replace(text)
+                    else:
+                        text += event.text
+                        if part is not None:
+                            part.write(event.text)
+        except TimeoutError:
+            raise CallFailed(f"no complete answer within {seconds:g} s") from None
+        finally:
+            self.reply.asking[bot] -= 1
+            if self.reply.asking[bot] <= 0:
+                del self.reply.asking[bot]
+        if part is not None:
+            part.suggestions = suggestions
+            for attachment in files:
+                part.attach(attachment)
+        return text
+
+
+def _match(value: str, cases: dict[str, list[Any]]) -> list[Any] | None:
+    """The case whose key equals the value; failing that, equal once trimmed of spaces,
+    punctuation, quotes and case (classifier bots often answer 'Code.' for `code`)."""
+    if value in cases:
+        return cases[value]
+
+    def norm(text: str) -> str:
+        return text.strip().strip(" \t\n.,;:!?\"'`*_()[]").casefold()
+
+    wanted = norm(value)
+    for key, steps in cases.items():
+        if norm(key) == wanted:
+            return steps
+    return None
+
+
+def _failure_message(step: CallStep, failures: list[str]) -> str:
+    if len(failures) == 1:
+        return f"{failures[0].split(': ', 1)[0]} failed: {failures[0].split(': ', 1)[1]}"
+    tried = ", ".join(dict.fromkeys(f.split(": ", 1)[0] for f in failures))
+    return f"{tried} failed after {len(failures)} tries ({'; '.join(failures)})"
+
+
+def _first_run_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to surface from a failed TaskGroup: the first RunError, else the group."""
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            error = _first_run_error(error)
+        if isinstance(error, RunError):
+            return error
+    return group

@@ -1,0 +1,130 @@
+"""The gate in front of the bots: each request is checked before fastapi_poe sees it.
+
+fastapi_poe answers malformed requests with a 500 (or a traceback in the logs), accepts any
+bot's key only through its own dependency, and demands an Authorization header even for a bot
+served without a key. The gate, a plain ASGI middleware, gives every bad request a clear 4xx
+instead, checks each bot's own key (constant-time), and lets a keyless local bot be called
+without a header.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import fastapi_poe as fp
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+REQUEST_MODELS: dict[str, type[fp.types.BaseRequest]] = {
+    "query": fp.QueryRequest,
+    "settings": fp.SettingsRequest,
+    "report_feedback": fp.ReportFeedbackRequest,
+    "report_reaction": fp.ReportReactionRequest,
+    "report_error": fp.ReportErrorRequest,
+}
+
+
+class Refused(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class Gate:
+    """ASGI middleware: `keys` maps each bot path to its access key (None: no key needed)."""
+
+    def __init__(self, app: ASGIApp, keys: Mapping[str, str | None]) -> None:
+        self.app = app
+        self.keys = dict(keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "").rstrip("/") or "/"
+        if scope["type"] != "http" or scope["method"] != "POST" or path not in self.keys:
+            await self.app(scope, receive, send)
+            return
+        try:
+            headers = self._authorize(scope, self.keys[path])
+            body = await _read_body(receive)
+            _check(body)
+        except Refused as refused:
+            await _answer(send, refused.status, refused.detail)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app({**scope, "headers": headers}, replay, send)
+
+    @staticmethod
+    def _authorize(scope: Scope, key: str | None) -> list[tuple[bytes, bytes]]:
+        headers = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
+        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        scheme, _, credentials = given.decode("latin-1").partition(" ")
+        if key is None:
+            credentials = "local"  # no key configured: any caller is accepted (local development)
+        elif scheme.lower() != "bearer" or not hmac.compare_digest(
+            credentials.encode(), key.encode()
+        ):
+            raise Refused(
+                401, "Invalid access key: send this bot's own key as 'Authorization: Bearer <key>'"
+            )
+        return [*headers, (b"authorization", f"Bearer {credentials}".encode("latin-1"))]
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Refused(400, "the request ended before its body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise Refused(413, f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MB")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _check(body: bytes) -> None:
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        raise Refused(400, "the request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise Refused(400, "the request body must be a JSON object")
+    kind = data.get("type")
+    model = REQUEST_MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        allowed = ", ".join(REQUEST_MODELS)
+        raise Refused(400, f"unknown request type {str(kind)[:40]!r}; expected one of: {allowed}")
+    try:
+        request = model.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+            for error in e.errors(include_input=False)[:5]
+        )
+        raise Refused(422, f"invalid {kind} request: {problems}") from None
+    if isinstance(request, fp.QueryRequest) and not request.query:
+        raise Refused(422, "invalid query request: 'query' has no messages")
+
+
+async def _answer(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,170 @@
+"""The Poe server bots: one FastAPI app serving every bot of pipelines.yaml at /<bot id>.
+
+Nothing here does I/O while the app is built: the shared HTTP client is opened, and settings
+are synced with Poe, in the app's lifespan. A sync that cannot reach Poe is logged and never
+blocks or stops start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import fastapi_poe as fp
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from fastapi_poe.client import PROTOCOL_VERSION
+
+from .client import POE_BASE_URL, Caller, PoeCaller, new_http_client
+from .engine import DEFAULT_CALL_TIMEOUT, Run
+from .gate import Gate
+from .loader import BotPlan, Config
+from .reply import Pacing, Reply
+
+log = logging.getLogger(__name__)
+
+SETTINGS_SYNC_TIMEOUT = 10.0
+
+
+@dataclass
+class Runtime:
+    """What every bot of the app shares: where dependency bots are, and the open client."""
+
+    base_url: str = POE_BASE_URL
+    pacing: Pacing = field(default_factory=Pacing)
+    call_timeout: float = DEFAULT_CALL_TIMEOUT
+    caller: Caller | None = None
+
+
+class PipelineBot(fp.PoeBot):
+    """A Poe server bot whose reply is its pipeline's run."""
+
+    def __init__(self, plan: BotPlan, runtime: Runtime, access_key: str | None) -> None:
+        super().__init__(
+            path=f"/{plan.id}",
+            access_key=access_key,
+            should_insert_attachment_messages=False,  # dependencies get the attachments themselves
+        )
+        self.plan = plan
+        self.runtime = runtime
+
+    async def get_response(
+        self, request: fp.QueryRequest
+    ) -> AsyncIterable[fp.PartialResponse | fp.DataResponse]:
+        if self.runtime.caller is None:
+            raise RuntimeError("the app's lifespan has not started")
+        reply = Reply(self.runtime.pacing)
+        run = Run(self.plan, request, reply, self.runtime.caller, self.runtime.call_timeout)
+        started = time.monotonic()
+        # A TaskGroup cannot span the yields of a generator (closing it would surface
+        # GeneratorExit in an exception group), so this generator owns the run's task and
+        # cancels it in `finally`: when Poe goes away, every upstream stream is closed.
+        worker = asyncio.ensure_future(run.execute())
+        try:
+            async for event in reply.stream():
+                yield event
+        finally:
+            worker.cancel()
+            await asyncio.wait({worker})
+            log.info(
+                "bot=%s message=%s calls=%d/%d seconds=%.2f events=%d bytes=%d replaces=%d %s",
+                self.plan.id, request.message_id, run.guard.calls, self.plan.cost.total,
+                time.monotonic() - started, reply.events, reply.bytes_sent, reply.replaces,
+                "error" if reply.error else ("done" if reply.finished else "cancelled"),
+            )  # fmt: skip
+
+    async def get_settings(self, setting: fp.SettingsRequest) -> fp.SettingsResponse:
+        return settings_for(self.plan)
+
+
+def settings_for(plan: BotPlan) -> fp.SettingsResponse:
+    """What the bot tells Poe: its dependencies are exactly its static worst case."""
+    return fp.SettingsResponse(
+        server_bot_dependencies=plan.dependencies,
+        introduction_message=plan.spec.introduction or "",
+        allow_attachments=plan.spec.allow_attachments,
+    )
+
+
+def build_app(
+    config: Config,
+    *,
+    environ: Mapping[str, str] | None = None,
+    base_url: str | None = None,
+    pacing: Pacing | None = None,
+) -> FastAPI:
+    """The ASGI app serving every bot of `config` at /<bot id>."""
+    env = os.environ if environ is None else environ
+    runtime = Runtime(base_url=base_url or env.get("POE_BASE_URL") or POE_BASE_URL)
+    if pacing is not None:
+        runtime.pacing = pacing
+    bots = [
+        PipelineBot(plan, runtime, env.get(plan.access_key_env) or None)
+        for plan in config.bots.values()
+    ]
+    for bot in bots:
+        if bot.access_key is None:
+            log.warning(
+                "bot %s: %s is not set, so /%s accepts requests without a key (fine for local "
+                "development; set it before deploying)",
+                bot.plan.id, bot.plan.access_key_env, bot.plan.id,
+            )  # fmt: skip
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with new_http_client() as http:
+            runtime.caller = PoeCaller(http, runtime.base_url)
+            async with asyncio.TaskGroup() as group:
+                sync = group.create_task(sync_settings(http, runtime.base_url, bots))
+                try:
+                    yield
+                finally:
+                    sync.cancel()
+            runtime.caller = None
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/")
+    async def index() -> JSONResponse:
+        return JSONResponse(
+            {bot.plan.id: {"path": bot.path, "dependencies": bot.plan.dependencies} for bot in bots}
+        )
+
+    # We sync settings ourselves in the lifespan: without bot_name, make_app does no I/O.
+    fp_logger = logging.getLogger("uvicorn.default")
+    level = fp_logger.level
+    fp_logger.setLevel(logging.ERROR)  # make_app warns once per bot that it will not sync
+    try:
+        fp.make_app(list(bots), allow_without_key=True, app=app)
+    finally:
+        fp_logger.setLevel(level)
+    app.add_middleware(Gate, keys={bot.path: bot.access_key for bot in bots})
+    return app
+
+
+async def sync_settings(http: httpx.AsyncClient, base_url: str, bots: list[PipelineBot]) -> None:
+    """Pushes each named bot's settings to Poe, so its dependencies take effect."""
+    for bot in bots:
+        name, key = bot.plan.spec.poe_name, bot.access_key
+        if not name or not key:
+            continue
+        url = f"{base_url}update_settings/{name}/{key}/{PROTOCOL_VERSION}"
+        try:
+            async with asyncio.timeout(SETTINGS_SYNC_TIMEOUT):
+                response = await http.post(url, json=settings_for(bot.plan).model_dump())
+            if response.status_code == 200:
+                log.info("bot %s: settings synced with Poe as %s", bot.plan.id, name)
+                continue
+            problem = f"Poe answered HTTP {response.status_code}"
+        except (httpx.HTTPError, TimeoutError) as e:
+            problem = f"Poe could not be reached ({type(e).__name__})"
+        log.warning(
+            "bot %s: settings sync for %s failed: %s. The bot still serves; sync by hand as the "
+            "README says if Poe shows old dependencies.", bot.plan.id, name, problem,
+        )  # fmt: skip
