@@ -44,8 +44,8 @@ class Pacing:
     delta_gap: float = 0.02
     delta_gap_after_2000: float = 0.1
     replace_gap: float = 0.2
-    replace_ratio: float = 2.0
-    replace_slack: int = 2048
+    replace_ratio: float = 1.5
+    replace_slack: int = 1024
     status_delay: float = 1.0
 
 
