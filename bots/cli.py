@@ -82,6 +82,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from . import chat
+
+    config = _load_or_exit(args.config)
+    plan = config.bots.get(args.bot)
+    if plan is None:
+        print(
+            f"no bot {args.bot!r} in {args.config}; the bots are: {', '.join(config.bots)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        options = chat.Options(
+            dry_run=args.dry_run,
+            files=[Path(f) for f in args.file],
+            params=chat.parse_params(args.param),
+            trace=not args.no_trace,
+            simulated_delay=args.delay,
+        )
+    except chat.ChatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(chat.run_chat(plan, options, args.message or None, sys.stdout))
+    except KeyboardInterrupt:
+        return 130
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m bots", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -103,6 +134,27 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(run=cmd_serve)
+    chat = command("chat", "chat with a bot in the terminal (real Poe bots, or --dry-run)")
+    chat.add_argument("bot", help="bot id")
+    chat.add_argument("--dry-run", action="store_true", help="simulate every dependency bot (free)")
+    chat.add_argument("--file", action="append", default=[], metavar="PATH", help="attach a file")
+    chat.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a message parameter, e.g. reasoning_effort=low",
+    )
+    chat.add_argument(
+        "-m",
+        "--message",
+        action="append",
+        default=[],
+        help="send this message instead of reading lines (repeat for more turns)",
+    )
+    chat.add_argument("--no-trace", action="store_true", help="do not print the trace")
+    chat.add_argument("--delay", type=float, default=0.4, help=argparse.SUPPRESS)
+    chat.set_defaults(run=cmd_chat)
     return top
 
 

@@ -83,6 +83,7 @@ class Run:
     variables: dict[str, Any] = field(init=False)
     calls: dict[str, dict[str, str]] = field(default_factory=dict)
     trace: list[TraceEntry] = field(default_factory=list)
+    tries: Counter[str] = field(default_factory=Counter)  # calls made, per call step path
 
     def __post_init__(self) -> None:
         self.guard = CallGuard(Counter(self.plan.dependencies), self.plan.cost.total)
@@ -126,36 +127,43 @@ class Run:
     async def step(self, step: StepBase, inherited: Slot, *, strict: bool = False) -> Any:
         """Runs any step: its `show`, `when` and `on_error`, and records its output."""
         slot = Slot(self.reply, step.show) if step.show else inherited
-        started, calls_before = time.monotonic(), self.guard.calls
-        outcome = "ok"
+        entry = TraceEntry(step.path, step.kind, getattr(step, "bot", None), 0.0, 0, "ok")
+        self.trace.append(entry)
+        started, tries_before = time.monotonic(), self._tries_under(step.path)
         try:
             when = step.template("when")
+            value: Any
             if when is not None and not when.is_true(self.variables):
-                value: Any = ""
-                outcome = "skipped"
+                entry.outcome = "skipped"
+                # a skipped step keeps its output ("" at first; in a loop, the last round's)
+                return self.variables.get(step.id, "") if step.id else ""
             else:
                 value = await self._dispatch(step, slot)
         except StepFailed as e:
-            outcome = f"failed: {e}"
+            entry.outcome = f"failed: {e}"
             if strict or step.on_error == "fail":
                 raise
             part = slot.part()
             if part is not None:
                 part.note(str(e))
             value = ""
+        except asyncio.CancelledError:
+            entry.outcome = "cancelled"
+            raise
         finally:
             if slot is not inherited:
                 slot.close()
-            bot = step.bot if isinstance(step, CallStep) else None
-            seconds = time.monotonic() - started
-            self.trace.append(
-                TraceEntry(
-                    step.path, step.kind, bot, seconds, self.guard.calls - calls_before, outcome
-                )
-            )
+            entry.seconds = time.monotonic() - started
+            entry.calls = self._tries_under(step.path) - tries_before
         if step.id:
             self.variables[step.id] = value
         return value
+
+    def _tries_under(self, path: str) -> int:
+        """Calls made so far by the step at `path` and the steps inside it."""
+        return sum(
+            n for p, n in self.tries.items() if p == path or p.startswith((path + ".", path + "["))
+        )
 
     async def _dispatch(self, step: StepBase, slot: Slot) -> Any:
         if isinstance(step, CallStep):
@@ -281,10 +289,12 @@ class Run:
         system = (
             self._render(step, "system", cap=PROMPT_CHAR_CAP) if step.system is not None else None
         )
-        parameters = {
-            name: self._render(step, f"parameters.{name}") if isinstance(value, str) else value
-            for name, value in step.parameters.items()
-        }
+        # the user's own message parameters pass through; the step's override them
+        parameters = dict(self.variables["params"])
+        for name, value in step.parameters.items():
+            parameters[name] = (
+                self._render(step, f"parameters.{name}") if isinstance(value, str) else value
+            )
         request = self.request.model_copy(
             update={
                 "query": conversation.call_messages(
@@ -303,6 +313,7 @@ class Run:
         for bot in step.bots:
             for _ in range(1 + step.retries):
                 self.guard.acquire(bot)
+                self.tries[step.path] += 1
                 try:
                     text = await self._try(request, bot, part, step.timeout or self.call_timeout)
                 except CallFailed as e:
