@@ -1,4 +1,4 @@
-"""The static worst case, checked against an independent brute-force count, and the run-time guard."""
+"""The static worst case, against an independent brute-force count; the run-time guard."""
 
 from __future__ import annotations
 

@@ -80,8 +80,10 @@ async def test_live_sections_cost_a_small_multiple_of_the_final_reply() -> None:
     await reader
     final = len(seen.text.encode())
     ratio = reply.bytes_sent / final
-    print(f"\nlive sections: {reply.bytes_sent} bytes sent for a {final}-byte reply, ratio "
-          f"{ratio:.2f}, {reply.replaces} re-renders, {reply.events} events")
+    print(
+        f"\nlive sections: {reply.bytes_sent} bytes sent for a {final}-byte reply, ratio "
+        f"{ratio:.2f}, {reply.replaces} re-renders, {reply.events} events"
+    )
     assert seen.text == reply.text
     assert ratio <= 3.0
     assert reply.replaces >= 3  # the sections above the tail were refreshed while streaming
@@ -132,7 +134,9 @@ async def test_final_parts_appear_only_when_closed_with_their_attachments() -> N
     reply.finish()
     await reader
     assert seen.text == "first\n\nsecond"
-    files = [e.attachment for e in seen.events if isinstance(e, fp.PartialResponse) and e.attachment]
+    files = [
+        e.attachment for e in seen.events if isinstance(e, fp.PartialResponse) and e.attachment
+    ]
     assert [f.name for f in files if f] == ["y.png"]
 
 

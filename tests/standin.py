@@ -1,0 +1,547 @@
+"""A stand-in for Poe's bot query API, on 127.0.0.1, built from real parts.
+
+Poe is not reachable in tests, so `StandIn` plays it: one real uvicorn server serving real
+`fastapi_poe` bots (`ScriptedBot`, each scripted by a `Behavior`) at `/bot/<Name>`, behind a
+pure ASGI layer (`StandIn.__call__`) that does what Poe does between a server bot and the
+bots it calls:
+
+* it identifies the caller by the `access_key` field of the query body, and holds each
+  caller's declared dependencies (`declare`, `register_caller`, or a POST to
+  `update_settings/<name>/<key>/<version>` as fastapi_poe's settings sync does);
+* it counts calls per message_id and bot, and refuses, as Poe does, a call to an undeclared
+  bot, past the declared count, or past 100 calls for one message (a 200 SSE stream of one
+  `error` event with `allow_retry: false`, then `done`); an unknown key gets HTTP 401, an
+  unknown bot HTTP 404;
+* it forwards the calls it admits with `Authorization: Bearer standin` (fastapi's
+  HTTPBearer refuses an empty credential) and tracks every stream in flight, so tests can
+  wait for the server to be idle and see streams the client abandoned (`closed_early`).
+
+Other request types (`settings`, `report_error`, which fastapi_poe's client posts by itself
+when a bot misbehaves, ...) pass through uncounted. The client helpers `poe_query` and
+`serve_app` let tests play Poe in front of a server bot under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import socket
+import time
+import uuid
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import fastapi_poe as fp
+import httpx
+import httpx_sse
+import uvicorn
+from pydantic.warnings import PydanticDeprecatedSince20
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+PROTOCOL_VERSION = "1.2"
+BOT_PREFIX = "/bot/"
+MESSAGE_CALL_LIMIT = 100
+
+
+@dataclass
+class Behavior:
+    """How one dependency bot answers. With neither `text` nor `tokens` it echoes."""
+
+    text: str | None = None
+    tokens: int | None = None
+    first_token_delay: float = 0.0
+    token_gap: float = 0.0
+    replace_at: int | None = None
+    replace_text: str = ""
+    error_at: int | None = None
+    error_text: str = "boom"
+    allow_retry: bool = True
+    hang_at: int | None = None
+    http_status: int | None = None
+    fail_first: int = 0
+    attachment: tuple[str, str, str] | None = None
+    suggested_replies: list[str] = field(default_factory=list)
+    echo: bool = False
+
+
+@dataclass
+class Refusal:
+    """A query the stand-in refused, as Poe would."""
+
+    message_id: str
+    bot: str
+    access_key: str
+    status: int
+    text: str
+
+
+def chunks(text: str) -> list[str]:
+    """Splits text into tokens that keep their whitespace ("a b" -> ["a ", "b"])."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+def echo_text(name: str, request: fp.QueryRequest) -> str:
+    """A JSON description of what bot `name` received (the reply of an echoing bot)."""
+    last = request.query[-1] if request.query else None
+    system = next((m.content for m in request.query if m.role == "system"), None)
+    return json.dumps(
+        {
+            "bot": name,
+            "last": last.content if last else None,
+            "system": system,
+            "messages": len(request.query),
+            "roles": [m.role for m in request.query],
+            "parameters": last.parameters if last else {},
+            "attachments": [a.name for a in last.attachments] if last else [],
+            "history": [[m.role, m.content] for m in request.query],
+        }
+    )
+
+
+class ScriptedBot(fp.PoeBot):
+    """A fastapi_poe bot at /bot/<name> that answers as its `Behavior` says."""
+
+    def __init__(self, name: str, behavior: Behavior, reports: list[dict[str, Any]]) -> None:
+        # Attachments are not turned into extra messages: echo what was sent, as sent.
+        super().__init__(BOT_PREFIX + name, None, should_insert_attachment_messages=False)
+        self.name, self.behavior, self.reports = name, behavior, reports
+        self.served: Counter[str] = Counter()  # message_id -> queries answered
+
+    def reply_tokens(self, request: fp.QueryRequest) -> list[str]:
+        b = self.behavior
+        if b.echo or (b.text is None and b.tokens is None):
+            text = echo_text(self.name, request)
+            size = -(-len(text) // 4)
+            return [text[i : i + size] for i in range(0, len(text), size)]  # four pieces
+        if b.tokens is not None:
+            return [f"t{i} " for i in range(b.tokens)]
+        return chunks(b.text or "")
+
+    async def get_response(self, request: fp.QueryRequest) -> AsyncIterable[fp.PartialResponse]:
+        b = self.behavior
+        self.served[request.message_id] += 1
+        if self.served[request.message_id] <= b.fail_first:
+            tries = self.served[request.message_id]
+            yield fp.ErrorResponse(text=f"{self.name} failed on purpose (try {tries})")
+            return
+        await asyncio.sleep(b.first_token_delay)
+        tokens = self.reply_tokens(request)
+        for i in range(len(tokens) + 1):
+            if i == b.replace_at:
+                yield fp.PartialResponse(text=b.replace_text, is_replace_response=True)
+            if i == b.error_at:
+                yield fp.ErrorResponse(text=b.error_text, allow_retry=b.allow_retry)
+                return
+            if i == b.hang_at:
+                await asyncio.Event().wait()
+            if i == len(tokens):
+                break
+            if i and b.token_gap:
+                await asyncio.sleep(b.token_gap)
+            yield fp.PartialResponse(text=tokens[i])
+        if b.attachment is not None:
+            url, content_type, name = b.attachment
+            attachment = fp.Attachment(url=url, content_type=content_type, name=name)
+            yield fp.PartialResponse(text="", attachment=attachment)
+        for suggestion in b.suggested_replies:
+            yield fp.PartialResponse(text=suggestion, is_suggested_reply=True)
+
+    async def on_error(self, error_request: fp.ReportErrorRequest) -> None:
+        self.reports.append({"bot": self.name, **error_request.model_dump()})
+
+
+class StandIn:
+    """Poe's bot query API in front of scripted bots; `async with StandIn({...}) as s:`."""
+
+    def __init__(
+        self, behaviors: Mapping[str, Behavior], *, message_call_limit: int = MESSAGE_CALL_LIMIT
+    ) -> None:
+        self.behaviors = dict(behaviors)
+        self.message_call_limit = message_call_limit
+        self.allow_any_caller = False
+        self.dependencies: dict[str, dict[str, int]] = {}  # access_key -> bot -> count
+        self.callers: dict[str, str] = {}  # access_key -> caller name (for messages)
+        self.requests: list[dict[str, Any]] = []  # every query body, plus "bot"
+        self.calls: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.attempts: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.refused: list[Refusal] = []
+        self.reports: list[dict[str, Any]] = []  # report_error posts the bots received
+        self.settings_updates: list[dict[str, Any]] = []
+        self.open_streams = self.max_open_streams = self.closed_early = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        bots = [ScriptedBot(name, b, self.reports) for name, b in self.behaviors.items()]
+        self.bots = {bot.name: bot for bot in bots}
+        self.app = _quiet_make_app(bots)
+        self.base_url = ""
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> StandIn:
+        url = await self._stack.enter_async_context(serve_app(self, lifespan="off"))
+        self.base_url = url + BOT_PREFIX
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+    def declare(self, access_key: str, dependencies: Mapping[str, int], caller: str = "") -> None:
+        """Declares the bots (and how many calls each) the caller with this key may make."""
+        self.dependencies[access_key] = dict(dependencies)
+        self.callers[access_key] = caller or f"{access_key[:4]}…"
+
+    async def register_caller(
+        self, settings_url: str, access_key: str, caller: str = ""
+    ) -> dict[str, int]:
+        """Asks a server bot for its settings and declares its `server_bot_dependencies`."""
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.post(
+                settings_url,
+                json={"version": PROTOCOL_VERSION, "type": "settings"},
+                headers={"Authorization": f"Bearer {access_key}"},
+            )
+        response.raise_for_status()
+        dependencies = dict(response.json().get("server_bot_dependencies") or {})
+        self.declare(access_key, dependencies, caller)
+        return dependencies
+
+    def total_calls(self, message_id: str) -> int:
+        """Calls admitted for one message_id, all bots together."""
+        return sum(self.calls[message_id].values())
+
+    async def wait_until_idle(self, timeout: float = 5) -> None:  # noqa: ASYNC109 (bounded wait)
+        """Returns once no query response is in flight; TimeoutError after `timeout` s."""
+        async with asyncio.timeout(timeout):
+            await self._idle.wait()
+
+    # The ASGI layer playing Poe.
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(BOT_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        name, body = path[len(BOT_PREFIX) :], await _read_body(receive)
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            await _send_json(send, 400, {"detail": "The body is not a JSON object"})
+            return
+        if name.startswith("update_settings/"):
+            await self._update_settings(name, payload, send)
+            return
+        scope = {**scope, "headers": _with_standin_auth(scope["headers"])}
+        if payload.get("type") != "query":  # settings, report_error, ...: not calls
+            if name in self.bots:
+                await self.app(scope, _replay(body, receive), send)
+            else:
+                await _send_json(send, 404, {"detail": f"Bot {name} does not exist"})
+            return
+        self.requests.append({**payload, "bot": name})
+        refusal = self._admit(name, payload)
+        if refusal is not None:
+            await self._refuse(refusal, send)
+        elif (status := self.behaviors[name].http_status) is not None:
+            await _send_json(send, status, {"detail": f"Bot {name} answered HTTP {status}"})
+        else:
+            await self._stream(scope, _replay(body, receive), send)
+
+    def _admit(self, name: str, payload: dict[str, Any]) -> Refusal | None:
+        """Counts one query as Poe would: an attempt, and a call unless refused."""
+        message_id, key = str(payload.get("message_id", "")), str(payload.get("access_key", ""))
+        self.attempts[message_id][name] += 1
+
+        def refuse(status: int, text: str) -> Refusal:
+            return Refusal(message_id, name, key, status, text)
+
+        if name not in self.bots:
+            return refuse(404, f"Bot {name} does not exist")
+        if not self.allow_any_caller:
+            if key not in self.dependencies:
+                return refuse(401, "Invalid access key: unknown to the stand-in")
+            hint, declared = self.callers[key], self.dependencies[key].get(name, 0)
+            limit = self.message_call_limit
+            if False:
+                text = f"Bot {hint} called on bot that has 0 or undefined call count in settings"
+                return refuse(200, text)
+            if self.calls[message_id][name] >= declared:
+                text = f"Bot {hint} called bot {name} more than the {declared} time(s) declared"
+                return refuse(200, text + " in its settings for one message")
+            if self.total_calls(message_id) >= limit:
+                return refuse(200, f"Bot {hint} went past {limit} bot calls for one message")
+        self.calls[message_id][name] += 1
+        return None
+
+    async def _refuse(self, refusal: Refusal, send: Send) -> None:
+        """Answers as Poe does: HTTP 401/404 with a JSON body, or one error event then done."""
+        self.refused.append(refusal)
+        if refusal.status != 200:
+            await _send_json(send, refusal.status, {"detail": refusal.text})
+            return
+        error = json.dumps({"allow_retry": False, "text": refusal.text})
+        body = f"event: error\r\ndata: {error}\r\n\r\nevent: done\r\ndata: {{}}\r\n\r\n"
+        await _send_raw(send, 200, "text/event-stream; charset=utf-8", body.encode())
+
+    async def _update_settings(self, name: str, payload: dict[str, Any], send: Send) -> None:
+        parts = name.split("/")
+        if len(parts) != 4:
+            await _send_json(send, 404, {"detail": "Use update_settings/<bot>/<key>/<version>"})
+            return
+        _, bot, key, _version = parts
+        self.settings_updates.append({"bot": bot, "access_key": key, "settings": payload})
+        self.declare(key, payload.get("server_bot_dependencies") or {}, bot)
+        await _send_json(send, 200, {"status": "ok"})
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Forwards one admitted query and tracks its stream until the ASGI call ends."""
+        complete = disconnected = False
+
+        async def tracked_receive() -> Message:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect" and not complete:
+                disconnected = True
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal complete
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                complete = True
+
+        self.open_streams += 1
+        self.max_open_streams = max(self.max_open_streams, self.open_streams)
+        self._idle.clear()
+        try:
+            await self.app(scope, tracked_receive, tracked_send)
+        finally:
+            self.open_streams -= 1
+            if disconnected or not complete:
+                self.closed_early += 1
+            if self.open_streams == 0:
+                self._idle.set()
+
+
+def _quiet_make_app(bots: list[ScriptedBot]) -> ASGIApp:
+    """make_app, without its warning (once per bot) that it will not sync settings."""
+    fp_logger = logging.getLogger("uvicorn.default")
+    level = fp_logger.level
+    fp_logger.setLevel(logging.ERROR)
+    try:
+        return fp.make_app(bots, allow_without_key=True)
+    finally:
+        fp_logger.setLevel(level)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    body, more = b"", True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the already-read body first, then the real messages."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+def _with_standin_auth(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    kept = [(k, v) for k, v in headers if k.lower() != b"authorization"]
+    return [*kept, (b"authorization", b"Bearer standin")]
+
+
+async def _send_raw(send: Send, status: int, content_type: str, body: bytes) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _send_json(send: Send, status: int, obj: object) -> None:
+    await _send_raw(send, status, "application/json", json.dumps(obj).encode())
+
+
+# Playing Poe in front of a server bot under test.
+
+
+class _TestServer(uvicorn.Server):
+    """A uvicorn server that leaves Ctrl-C and SIGTERM to pytest and says when it listens."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.listening.set()
+
+
+def tolerate_fastapi_poe_deprecations() -> None:
+    """fastapi_poe 0.0.83 calls pydantic's deprecated parse_obj()/dict() on every request;
+    under `filterwarnings = error` that makes every query to a fastapi_poe bot answer 500.
+    Ignores those warnings (only those raised from fastapi_poe) in the current context."""
+    warnings.filterwarnings("ignore", category=PydanticDeprecatedSince20, module="fastapi_poe")
+
+
+@contextlib.asynccontextmanager
+async def serve_app(
+    app: ASGIApp, *, lifespan: Literal["on", "off", "auto"] = "on", stop_timeout: float = 5
+) -> AsyncIterator[str]:
+    """Serves an ASGI app with uvicorn on a free 127.0.0.1 port; yields "http://127.0.0.1:PORT"."""
+    tolerate_fastapi_poe_deprecations()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, log_config=None, log_level="warning", access_log=False, lifespan=lifespan,
+        timeout_graceful_shutdown=min(2.0, stop_timeout / 2),
+    )  # fmt: skip
+    server = _TestServer(config)
+
+    async def run() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        except SystemExit as e:  # uvicorn exits when startup fails; keep it from the loop
+            raise RuntimeError(f"the test server on port {port} failed to start") from e
+
+    task = asyncio.create_task(run())
+    listening = asyncio.create_task(server.listening.wait())
+    try:
+        await asyncio.wait({task, listening}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if not server.listening.is_set():
+            if task.done():
+                task.result()  # raises why it stopped
+            raise TimeoutError(f"the test server on port {port} did not start in 10 s")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        listening.cancel()
+        server.should_exit = True
+        try:
+            async with asyncio.timeout(stop_timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            server.force_exit = True
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        sock.close()
+
+
+@dataclass
+class Reply:
+    """What Poe would have seen of one reply of a server bot."""
+
+    status: int
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    text: str = ""
+    files: list[dict[str, Any]] = field(default_factory=list)
+    suggested: list[str] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    data: list[str] = field(default_factory=list)
+    done: bool = False
+    body: Any = None  # the parsed JSON (or text) of a reply that is not an SSE stream
+    bytes_received: int = 0
+    first_event_at: float | None = None
+    done_at: float | None = None
+
+
+async def poe_query(
+    client: httpx.AsyncClient,
+    url: str,
+    access_key: str | None,
+    text_or_messages: str | Sequence[Mapping[str, Any] | fp.ProtocolMessage],
+    *,
+    message_id: str | None = None,
+    user_id: str = "u-1",
+    conversation_id: str = "c-1",
+    parameters: Mapping[str, Any] | None = None,
+    attachments: Sequence[Mapping[str, Any] | fp.Attachment] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Reply:
+    """POSTs a Poe query (Bearer `access_key`) to a server bot and reads its SSE reply.
+
+    A string is one user message; parameters and attachments go on the last message."""
+    if isinstance(text_or_messages, str):
+        text_or_messages = [{"role": "user", "content": text_or_messages}]
+    messages = [
+        m.model_dump() if isinstance(m, fp.ProtocolMessage) else {**m} for m in text_or_messages
+    ]
+    for m in messages:
+        m.setdefault("content_type", "text/markdown")
+    if parameters is not None:
+        messages[-1]["parameters"] = dict(parameters)
+    if attachments is not None:
+        messages[-1]["attachments"] = [
+            a.model_dump() if isinstance(a, fp.Attachment) else dict(a) for a in attachments
+        ]
+    body = {
+        "version": PROTOCOL_VERSION, "type": "query", "query": messages, "user_id": user_id,
+        "conversation_id": conversation_id, "message_id": message_id or uuid.uuid4().hex,
+        **(extra or {}),
+    }  # fmt: skip
+    headers = {"Authorization": f"Bearer {access_key}"} if access_key is not None else {}
+    start = time.perf_counter()
+    async with httpx_sse.aconnect_sse(client, "POST", url, json=body, headers=headers) as source:
+        response = source.response
+        reply = Reply(status=response.status_code)
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            await response.aread()
+            try:
+                reply.body = response.json()
+            except ValueError:
+                reply.body = response.text
+        else:
+            async for event in source.aiter_sse():
+                if reply.first_event_at is None:
+                    reply.first_event_at = time.perf_counter() - start
+                _apply(reply, event.event, _event_data(event.data))
+                if event.event == "done":
+                    reply.done_at = time.perf_counter() - start
+        reply.bytes_received = response.num_bytes_downloaded
+    return reply
+
+
+def _event_data(raw: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw or "{}")
+    except ValueError:
+        data = None
+    return data if isinstance(data, dict) else {"invalid": raw}  # Poe would report_error
+
+
+def _apply(reply: Reply, name: str, data: dict[str, Any]) -> None:
+    """Updates `reply` as Poe's display would with one SSE event."""
+    reply.events.append((name, data))
+    text = str(data.get("text", ""))
+    if name == "text":
+        reply.text += text
+    elif name == "replace_response":
+        reply.text = text
+    elif name == "suggested_reply":
+        reply.suggested.append(text)
+    elif name == "file":
+        reply.files.append(data)
+    elif name == "error":
+        reply.errors.append(data)
+    elif name == "data":
+        reply.data.append(str(data.get("metadata", "")))
+    reply.done = reply.done or name == "done"
