@@ -122,6 +122,7 @@ def build_app(
             runtime.caller = PoeCaller(http, runtime.base_url)
             async with asyncio.TaskGroup() as group:
                 sync = group.create_task(sync_settings(http, runtime.base_url, bots))
+                app.state.settings_sync = sync  # lets a caller (a test) await the sync
                 try:
                     yield
                 finally:

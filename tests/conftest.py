@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from bots import loader
 from bots.reply import Pacing
@@ -25,6 +26,7 @@ class Served:
     config: loader.Config
     keys: dict[str, str]
     http: httpx.AsyncClient
+    app: FastAPI
 
     async def ask(
         self, bot: str, text: Any = "hello", *, key: str | None = "own", **options: Any
@@ -62,6 +64,5 @@ async def serve_pipelines(
             for bot_id in config.bots:
                 key = key_map.get(bot_id, "<missing>")
                 await standin.register_caller(f"{url}/{bot_id}", key, caller=bot_id)
-            yield Served(
-                url, standin, config, {b: key_map.get(b, "<missing>") for b in config.bots}, http
-            )
+            keys_or_missing = {b: key_map.get(b, "<missing>") for b in config.bots}
+            yield Served(url, standin, config, keys_or_missing, http, app)

@@ -31,7 +31,6 @@ import re
 import socket
 import time
 import uuid
-import warnings
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,6 @@ import fastapi_poe as fp
 import httpx
 import httpx_sse
 import uvicorn
-from pydantic.warnings import PydanticDeprecatedSince20
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROTOCOL_VERSION = "1.2"
@@ -51,23 +49,25 @@ MESSAGE_CALL_LIMIT = 100
 
 @dataclass
 class Behavior:
-    """How one dependency bot answers. With neither `text` nor `tokens` it echoes."""
+    """How one dependency bot answers (it may be swapped on a running `ScriptedBot`).
 
-    text: str | None = None
-    tokens: int | None = None
-    first_token_delay: float = 0.0
-    token_gap: float = 0.0
-    replace_at: int | None = None
+    `*_at` fields count tokens already sent; with neither `text` nor `tokens` the bot echoes."""
+
+    text: str | None = None  # streamed as whitespace-keeping tokens
+    tokens: int | None = None  # instead of text: "t0 ", "t1 ", ...
+    first_token_delay: float = 0.0  # seconds
+    token_gap: float = 0.0  # seconds between tokens
+    replace_at: int | None = None  # then a replace_response with replace_text, and the rest
     replace_text: str = ""
-    error_at: int | None = None
+    error_at: int | None = None  # then an error event, and done
     error_text: str = "boom"
     allow_retry: bool = True
-    hang_at: int | None = None
-    http_status: int | None = None
-    fail_first: int = 0
-    attachment: tuple[str, str, str] | None = None
+    hang_at: int | None = None  # then wait forever (until cancelled)
+    http_status: int | None = None  # the call is answered with this status, no stream
+    fail_first: int = 0  # the first N calls per message_id answer an error event
+    attachment: tuple[str, str, str] | None = None  # (url, content_type, name), after the text
     suggested_replies: list[str] = field(default_factory=list)
-    echo: bool = False
+    echo: bool = False  # the reply is `echo_text`: JSON describing what the bot received
 
 
 @dataclass
@@ -162,7 +162,6 @@ class StandIn:
     def __init__(
         self, behaviors: Mapping[str, Behavior], *, message_call_limit: int = MESSAGE_CALL_LIMIT
     ) -> None:
-        self.behaviors = dict(behaviors)
         self.message_call_limit = message_call_limit
         self.allow_any_caller = False
         self.dependencies: dict[str, dict[str, int]] = {}  # access_key -> bot -> count
@@ -176,7 +175,7 @@ class StandIn:
         self.open_streams = self.max_open_streams = self.closed_early = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        bots = [ScriptedBot(name, b, self.reports) for name, b in self.behaviors.items()]
+        bots = [ScriptedBot(name, b, self.reports) for name, b in behaviors.items()]
         self.bots = {bot.name: bot for bot in bots}
         self.app = _quiet_make_app(bots)
         self.base_url = ""
@@ -248,7 +247,7 @@ class StandIn:
         refusal = self._admit(name, payload)
         if refusal is not None:
             await self._refuse(refusal, send)
-        elif (status := self.behaviors[name].http_status) is not None:
+        elif (status := self.bots[name].behavior.http_status) is not None:
             await _send_json(send, status, {"detail": f"Bot {name} answered HTTP {status}"})
         else:
             await self._stream(scope, _replay(body, receive), send)
@@ -268,7 +267,7 @@ class StandIn:
                 return refuse(401, "Invalid access key: unknown to the stand-in")
             hint, declared = self.callers[key], self.dependencies[key].get(name, 0)
             limit = self.message_call_limit
-            if False:
+            if declared <= 0:
                 text = f"Bot {hint} called on bot that has 0 or undefined call count in settings"
                 return refuse(200, text)
             if self.calls[message_id][name] >= declared:
@@ -395,25 +394,17 @@ class _TestServer(uvicorn.Server):
         self.listening.set()
 
 
-def tolerate_fastapi_poe_deprecations() -> None:
-    """fastapi_poe 0.0.83 calls pydantic's deprecated parse_obj()/dict() on every request;
-    under `filterwarnings = error` that makes every query to a fastapi_poe bot answer 500.
-    Ignores those warnings (only those raised from fastapi_poe) in the current context."""
-    warnings.filterwarnings("ignore", category=PydanticDeprecatedSince20, module="fastapi_poe")
-
-
 @contextlib.asynccontextmanager
 async def serve_app(
     app: ASGIApp, *, lifespan: Literal["on", "off", "auto"] = "on", stop_timeout: float = 5
 ) -> AsyncIterator[str]:
     """Serves an ASGI app with uvicorn on a free 127.0.0.1 port; yields "http://127.0.0.1:PORT"."""
-    tolerate_fastapi_poe_deprecations()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app, log_config=None, log_level="warning", access_log=False, lifespan=lifespan,
-        timeout_graceful_shutdown=min(2.0, stop_timeout / 2),
+        timeout_graceful_shutdown=max(1, int(stop_timeout / 2)),
     )  # fmt: skip
     server = _TestServer(config)
 
@@ -477,27 +468,12 @@ async def poe_query(
     attachments: Sequence[Mapping[str, Any] | fp.Attachment] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Reply:
-    """POSTs a Poe query (Bearer `access_key`) to a server bot and reads its SSE reply.
-
-    A string is one user message; parameters and attachments go on the last message."""
-    if isinstance(text_or_messages, str):
-        text_or_messages = [{"role": "user", "content": text_or_messages}]
-    messages = [
-        m.model_dump() if isinstance(m, fp.ProtocolMessage) else {**m} for m in text_or_messages
-    ]
-    for m in messages:
-        m.setdefault("content_type", "text/markdown")
-    if parameters is not None:
-        messages[-1]["parameters"] = dict(parameters)
-    if attachments is not None:
-        messages[-1]["attachments"] = [
-            a.model_dump() if isinstance(a, fp.Attachment) else dict(a) for a in attachments
-        ]
-    body = {
-        "version": PROTOCOL_VERSION, "type": "query", "query": messages, "user_id": user_id,
-        "conversation_id": conversation_id, "message_id": message_id or uuid.uuid4().hex,
-        **(extra or {}),
-    }  # fmt: skip
+    """POSTs a Poe query (Bearer `access_key`) to a server bot and reads its SSE reply."""
+    body = query_body(
+        text_or_messages, message_id=message_id, user_id=user_id,
+        conversation_id=conversation_id, parameters=parameters, attachments=attachments,
+        extra=extra,
+    )  # fmt: skip
     headers = {"Authorization": f"Bearer {access_key}"} if access_key is not None else {}
     start = time.perf_counter()
     async with httpx_sse.aconnect_sse(client, "POST", url, json=body, headers=headers) as source:
@@ -518,6 +494,39 @@ async def poe_query(
                     reply.done_at = time.perf_counter() - start
         reply.bytes_received = response.num_bytes_downloaded
     return reply
+
+
+def query_body(
+    text_or_messages: str | Sequence[Mapping[str, Any] | fp.ProtocolMessage],
+    *,
+    message_id: str | None = None,
+    user_id: str = "u-1",
+    conversation_id: str = "c-1",
+    parameters: Mapping[str, Any] | None = None,
+    attachments: Sequence[Mapping[str, Any] | fp.Attachment] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON body of a Poe `query` request (message_id defaults to a fresh uuid4 hex).
+
+    A string is one user message; parameters and attachments go on the last message."""
+    if isinstance(text_or_messages, str):
+        text_or_messages = [{"role": "user", "content": text_or_messages}]
+    messages = [
+        m.model_dump() if isinstance(m, fp.ProtocolMessage) else {**m} for m in text_or_messages
+    ]
+    for m in messages:
+        m.setdefault("content_type", "text/markdown")
+    if parameters is not None:
+        messages[-1]["parameters"] = dict(parameters)
+    if attachments is not None:
+        messages[-1]["attachments"] = [
+            a.model_dump() if isinstance(a, fp.Attachment) else dict(a) for a in attachments
+        ]
+    return {
+        "version": PROTOCOL_VERSION, "type": "query", "query": messages, "user_id": user_id,
+        "conversation_id": conversation_id, "message_id": message_id or uuid.uuid4().hex,
+        **(extra or {}),
+    }  # fmt: skip
 
 
 def _event_data(raw: str) -> dict[str, Any]:

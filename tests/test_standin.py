@@ -98,7 +98,7 @@ def test_chunks_keep_every_character(text: str) -> None:
 
 @given(st.text(), st.dictionaries(st.text(), st.integers() | st.text()))
 def test_echo_is_one_json_object_whatever_the_text(text: str, parameters: dict[str, Any]) -> None:
-    request = query(text).model_copy()
+    request = query(text)
     request.query[-1].parameters = parameters
     bot = ScriptedBot("E", Behavior(echo=True), [])
     tokens = bot.reply_tokens(request)
