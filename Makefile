@@ -12,6 +12,7 @@ $(BIN)/activate: requirements.txt
 
 demo: $(BIN)/activate
 	$(BIN)/python -m bots validate
+	$(BIN)/python -m bots chat council --dry-run -m "What makes a good API?"
 
 lint: $(BIN)/activate
 	$(BIN)/ruff check bots tests main.py

@@ -8,11 +8,13 @@ The names you may want to change are just below.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import modal
 
 from bots import loader
+from bots.errors import ConfigError
 
 APP_NAME = "poe-pipelines"
 SECRET_NAME = "poe-pipelines"  # a Modal secret holding each bot's <ID>_ACCESS_KEY
@@ -24,8 +26,17 @@ HERE = Path(__file__).resolve().parent
 CONFIG_PATH = HERE / "pipelines.yaml"
 REMOTE_CONFIG = "/root/pipelines.yaml"
 
-# Validated at import, so a bad file stops `modal deploy` before anything is uploaded.
-CONFIG = loader.load(CONFIG_PATH if CONFIG_PATH.exists() else REMOTE_CONFIG)
+
+def _load_config() -> loader.Config:
+    """Validated at import, so a bad file stops `modal deploy` before anything is uploaded."""
+    try:
+        return loader.load(CONFIG_PATH if CONFIG_PATH.exists() else REMOTE_CONFIG)
+    except ConfigError as e:
+        sys.stderr.write(f"{e}\npipelines.yaml is invalid; nothing was deployed.\n")
+        raise SystemExit(1) from None
+
+
+CONFIG = _load_config()
 
 
 def runtime_requirements(path: Path = HERE / "requirements.txt") -> list[str]:

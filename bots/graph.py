@@ -8,6 +8,11 @@ from .format import CallStep, LoopStep, ParallelStep, RouteStep, StepBase, TextS
 from .loader import BotPlan, branch_key
 
 
+def _safe(text: str) -> str:
+    """Text that cannot end a Mermaid label early."""
+    return text.replace('"', "#quot;").replace("\n", " ")
+
+
 class _Drawing:
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -21,7 +26,7 @@ class _Drawing:
         return name
 
     def edge(self, sources: Sequence[str], target: str, label: str = "") -> None:
-        arrow = f"-->|{label.replace('|', '/')}|" if label else "-->"
+        arrow = f'-->|"{_safe(label)}"|' if label else "-->"
         for source in sources:
             self.lines.append(f"    {source} {arrow} {target}")
 
@@ -32,7 +37,7 @@ class _Drawing:
         return sources
 
     def step(self, step: StepBase, sources: list[str], label: str) -> list[str]:
-        title = step.id or step.kind
+        title = f"{step.id}: " if step.id else ""
         extras = [f"when {step.when}"] if step.when else []
         if step.show:
             extras.append(f"show: {step.show}")
@@ -40,22 +45,22 @@ class _Drawing:
         if isinstance(step, CallStep):
             tries = f" x{1 + step.retries}" if step.retries else ""
             fallback = f"<br/>fallback: {', '.join(step.fallback)}" if step.fallback else ""
-            node = self.node(f"{title}: {step.bot}{tries}{fallback}{suffix}")
+            node = self.node(f"{title}{step.bot}{tries}{fallback}{suffix}")
             self.edge(sources, node, label)
             return [node]
         if isinstance(step, TextStep):
-            node = self.node(f"{title}: text{suffix}", "[/{}/]")
+            node = self.node(f"{title}text{suffix}", "[/{}/]")
             self.edge(sources, node, label)
             return [node]
         if isinstance(step, ParallelStep):
-            fork = self.node(f"{title}: parallel, wait {step.wait}{suffix}", "{{{{{}}}}}")
+            fork = self.node(f"{title}parallel, wait {step.wait}{suffix}", "{{{{{}}}}}")
             self.edge(sources, fork, label)
             join = self.node("join", "(({}))")
             for i, branch in enumerate(step.parallel):
                 self.edge(self.step(branch, [fork], branch_key(branch, i)), join)
             return [join]
         if isinstance(step, RouteStep):
-            decide = self.node(f"{title}: route {step.route}{suffix}", "{{{}}}")
+            decide = self.node(f"{title}route {step.route}{suffix}", "{{{}}}")
             self.edge(sources, decide, label)
             ends: list[str] = []
             for value, case in step.cases.items():
@@ -63,11 +68,11 @@ class _Drawing:
             ends += self.sequence(step.default, [decide], "default") if step.default else [decide]
             return ends
         assert isinstance(step, LoopStep)
-        head = self.node(f"{title}: loop up to {step.loop.max}x{suffix}", "[[{}]]")
+        head = self.node(f"{title}loop up to {step.loop.max}x{suffix}", "[[{}]]")
         self.edge(sources, head, label)
         ends = self.sequence(step.loop.steps, [head])
         until = f"until {step.loop.until}" if step.loop.until else "next"
-        self.lines.append(f"    {ends[-1]} -.->|{until.replace('|', '/')}| {head}")
+        self.lines.append(f'    {ends[-1]} -.->|"{_safe(until)}"| {head}')
         return ends
 
 

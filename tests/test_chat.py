@@ -1,0 +1,102 @@
+"""`python -m bots chat`, run as a user runs it (in a subprocess), dry and against the stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from asyncio.subprocess import PIPE
+from pathlib import Path
+
+from tests.standin import Behavior, StandIn
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def chat(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes = b""
+) -> tuple[int, str, str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("POE_API_KEY", "POE_BASE_URL")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bots", "chat", *args,
+        cwd=ROOT, env={**environ, **(env or {})},
+        stdin=PIPE, stdout=PIPE, stderr=PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, err = await process.communicate(stdin)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_dry_run_shows_every_section_and_the_trace() -> None:
+    code, out, err = await chat(
+        "council", "--dry-run", "--delay", "0.01", "-m", "Why is the sky blue?"
+    )
+    assert code == 0, err
+    for heading in ("### gpt", "### claude", "### gemini"):
+        assert heading in out
+    assert "*[GPT-5 (simulated) was asked:]*" in out
+    assert '*parameters: {"reasoning_effort": "low"}*' in out  # the step's parameters, shown
+    assert "Question: Why is the sky blue?" in out  # the verdict's rendered template
+    assert "calls used: 4 of 5 (worst case)" in out
+    assert "steps[1]                     bot      Claude-Opus-4.1" in out
+
+
+async def test_dry_run_is_multi_turn_and_reads_stdin() -> None:
+    code, out, err = await chat("router", "--dry-run", "--delay", "0.01", stdin=b"first\nsecond\n")
+    assert code == 0, err
+    assert out.count("calls used: 2 of 2") == 2
+    assert "*history: 2 earlier messages*" in out  # the second turn carries the first
+
+
+async def test_params_and_files_reach_the_simulated_bots(tmp_path: Path) -> None:
+    picture = tmp_path / "sketch.png"
+    picture.write_bytes(b"\x89PNG")
+    code, out, err = await chat(
+        "illustrator", "--dry-run", "--delay", "0.01", "--param", "aspect_ratio=1:1",
+        "--file", str(picture), "-m", "a lighthouse",
+    )  # fmt: skip
+    assert code == 0, err
+    assert '"aspect_ratio": "1:1"' in out
+    assert "*attachments: sketch.png*" in out
+
+
+async def test_without_a_key_it_says_how_to_get_one_and_offers_dry_run() -> None:
+    code, out, err = await chat("council", "-m", "hi")
+    assert code == 2
+    assert "https://poe.com/api_key" in err and "--dry-run" in err
+    assert "Traceback" not in err
+
+
+async def test_a_refused_key_gives_one_clear_line() -> None:
+    async with StandIn(
+        {"GPT-5-mini": Behavior(text="x"), "Gemini-2.5-Flash": Behavior(text="y")}
+    ) as standin:
+        code, out, err = await chat(
+            "race", "-m", "hi", env={"POE_API_KEY": "bogus", "POE_BASE_URL": standin.base_url}
+        )
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: every branch of the race failed")
+    assert "HTTP 401" in lines[0] and "https://poe.com/api_key" in lines[0]
+
+
+async def test_live_calls_use_the_users_key_and_rate_limits_are_explained() -> None:
+    behaviors = {
+        "GPT-5-mini": Behavior(http_status=429),
+        "Gemini-2.5-Pro": Behavior(text="general answer"),
+    }
+    async with StandIn(behaviors) as standin:
+        standin.allow_any_caller = True
+        env = {"POE_API_KEY": "user-key", "POE_BASE_URL": standin.base_url}
+        code, out, err = await chat("router", "-m", "hi", env=env)
+    assert code == 1
+    assert "GPT-5-mini failed: HTTP 429 (rate limited)" in err and "wait a minute" in err
+    assert "Traceback" not in err
+
+
+async def test_an_unknown_bot_id_lists_the_bots() -> None:
+    code, out, err = await chat("nobody", "--dry-run", "-m", "hi")
+    assert code == 2
+    assert "no bot 'nobody'" in err and "council" in err

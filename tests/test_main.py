@@ -1,0 +1,100 @@
+"""main.py, the Modal app. Modal's servers cannot be reached here: these tests check what can
+be checked locally, and run the web function's body against the Poe stand-in."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.standin import Behavior, StandIn, poe_query, serve_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _decorators() -> dict[str, dict[str, str]]:
+    """The decorators on main.fastapi_app and their keyword arguments, as source text."""
+    tree = ast.parse((ROOT / "main.py").read_text())
+    function = next(
+        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "fastapi_app"
+    )
+    found = {}
+    for decorator in function.decorator_list:
+        call = decorator if isinstance(decorator, ast.Call) else None
+        name = ast.unparse(call.func if call else decorator)
+        found[name] = {
+            kw.arg or "": ast.unparse(kw.value) for kw in (call.keywords if call else [])
+        }
+    return found
+
+
+def test_main_defines_exactly_one_asgi_web_function() -> None:
+    import main
+
+    assert main.app.name == "poe-pipelines"
+    with warnings.catch_warnings():  # modal 1.6 deprecates these listings, with no successor yet
+        warnings.simplefilter("ignore")
+        assert main.app.registered_web_endpoints == ["fastapi_app"]
+        assert list(main.app.registered_functions) == ["fastapi_app"]
+        assert main.app.registered_classes == {}
+    decorators = _decorators()
+    assert set(decorators) == {"app.function", "modal.concurrent", "modal.asgi_app"}
+    function = decorators["app.function"]
+    assert function["image"] == "image"
+    assert function["secrets"] == "[modal.Secret.from_name(SECRET_NAME)]"
+    assert function["timeout"] == "TIMEOUT_SECONDS" and main.TIMEOUT_SECONDS == 600
+    assert decorators["modal.concurrent"] == {"max_inputs": "CONCURRENT_CHATS"}
+    assert main.CONCURRENT_CHATS >= 10
+
+
+def test_image_installs_the_pinned_runtime_requirements_only() -> None:
+    import main
+
+    wanted = main.runtime_requirements()
+    assert "fastapi-poe==0.0.83" in wanted and "modal==1.6.4" in wanted
+    assert all("==" in line for line in wanted)
+    assert not any(line.startswith(("pytest", "mypy", "ruff", "hypothesis")) for line in wanted)
+
+
+def test_a_broken_pipelines_file_stops_the_import_with_the_validators_message(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "main.py").write_text((ROOT / "main.py").read_text())
+    (tmp_path / "requirements.txt").write_text((ROOT / "requirements.txt").read_text())
+    (tmp_path / "pipelines.yaml").write_text(
+        "version: 1\nbots:\n  x:\n    steps: [{bot: A, retries: 9}]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import main"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "pipelines.yaml:4:22: bots.x.steps[0].retries: got 9" in result.stderr
+    assert "nothing was deployed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_the_web_functions_body_serves_every_bot_over_http(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import main
+
+    names = {
+        "GPT-5": "g", "Claude-Sonnet-4.5": "c", "Gemini-2.5-Pro": "m", "Claude-Opus-4.1": "o",
+        "GPT-5-mini": "code", "GPT-5-nano": "n", "Gemini-2.5-Flash": "f", "Imagen-4": "i",
+    }  # fmt: skip
+    async with StandIn({name: Behavior(text=text) for name, text in names.items()}) as standin:
+        standin.allow_any_caller = True
+        monkeypatch.setenv("POE_BASE_URL", standin.base_url)
+        app = main.fastapi_app.local()  # the body Modal runs in the container
+        async with serve_app(app) as url, httpx.AsyncClient(timeout=30) as http:
+            for bot_id in main.CONFIG.bots:
+                reply = await poe_query(http, f"{url}/{bot_id}", "k", "hello")
+                assert reply.status == 200 and reply.done, bot_id
+                assert reply.text and not reply.errors, (bot_id, reply.errors)
