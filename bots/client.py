@@ -16,17 +16,24 @@ from typing import Protocol
 
 import fastapi_poe as fp
 import httpx
-from fastapi_poe.client import BotError
+from fastapi_poe.client import BotError, BotErrorNoRetry
 
 log = logging.getLogger(__name__)
 
 POE_BASE_URL = "https://api.poe.com/bot/"
 
 _status: contextvars.ContextVar[list[int]] = contextvars.ContextVar("status")
+_reports: contextvars.ContextVar[list[str]] = contextvars.ContextVar("reports")
+NO_DONE = "without sending 'done'"
 
 
 class CallFailed(Exception):
-    """One try of a dependency call failed; the message says why in a few words."""
+    """One try of a dependency call failed; the message says why in a few words.
+    `retry` is False when the bot asked not to be retried (its error had allow_retry false)."""
+
+    def __init__(self, message: str, *, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 class Caller(Protocol):
@@ -50,8 +57,12 @@ def new_http_client() -> httpx.AsyncClient:
     )
 
 
-def _log_try_error(error: Exception, message: str) -> None:
-    log.info("dependency call: %s: %s", message, type(error).__name__)
+def _on_protocol_error(error: Exception, message: str) -> None:
+    """fastapi_poe's report of a misbehaving dependency (it also posts it to the bot)."""
+    reports = _reports.get(None)
+    if reports is not None:
+        reports.append(str(error))
+    log.info("dependency call: %s: %s", message.split(" for endpoint ")[0], type(error).__name__)
 
 
 class PoeCaller:
@@ -64,7 +75,8 @@ class PoeCaller:
 
     async def stream(self, request: fp.QueryRequest, bot: str) -> AsyncIterator[fp.PartialResponse]:
         statuses: list[int] = []
-        token = _status.set(statuses)
+        reports: list[str] = []
+        tokens = _status.set(statuses), _reports.set(reports)
         events = fp.stream_request(
             request,
             bot,
@@ -74,18 +86,23 @@ class PoeCaller:
             session=self.http,
             num_tries=1,
             base_url=self.base_url,
-            on_error=_log_try_error,
+            on_error=_on_protocol_error,
         )
         try:
             async with contextlib.aclosing(events):
                 async for event in events:
                     yield event
+        except BotErrorNoRetry as e:
+            raise CallFailed(_reason(e, statuses), retry=False) from e
         except BotError as e:
             raise CallFailed(_reason(e, statuses)) from e
         except httpx.HTTPError as e:
-            raise CallFailed(f"connection failed ({type(e).__name__})") from e
+            raise CallFailed(_connection_reason(e)) from e
         finally:
-            _status.reset(token)
+            _status.reset(tokens[0])
+            _reports.reset(tokens[1])
+        if any(NO_DONE in report for report in reports):
+            raise CallFailed("its stream ended early (no 'done' event), so the answer may be cut")
 
 
 _HTTP_WORDS = {
@@ -111,7 +128,15 @@ def _reason(error: BotError, statuses: list[int]) -> str:
     if isinstance(data, dict):
         text = str(data.get("text") or "it sent an error without a message")
     elif isinstance(error.__cause__, httpx.HTTPError):
-        text = f"connection failed ({type(error.__cause__).__name__})"
+        text = _connection_reason(error.__cause__)
     elif error.__cause__ is not None:
         text = f"its stream broke ({type(error.__cause__).__name__})"
     return text[:300]
+
+
+def _connection_reason(error: httpx.HTTPError) -> str:
+    if isinstance(error, httpx.RemoteProtocolError):
+        return "the connection dropped before the answer was complete"
+    if isinstance(error, httpx.TimeoutException):
+        return "the connection timed out"
+    return f"connection failed ({type(error).__name__})"

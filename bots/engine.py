@@ -319,7 +319,9 @@ class Run:
                 except CallFailed as e:
                     failures.append(f"{bot}: {e}")
                     log.info("bot %s: %s: %s failed: %s", self.plan.id, step.path, bot, e)
-                    continue
+                    if e.retry:
+                        continue
+                    break  # the bot asked not to be retried: on to the fallback, if any
                 record = {"a": text}
                 if prompt != self.variables["message"]:
                     record["p"] = prompt

@@ -68,6 +68,11 @@ class Behavior:
     attachment: tuple[str, str, str] | None = None  # (url, content_type, name), after the text
     suggested_replies: list[str] = field(default_factory=list)
     echo: bool = False  # the reply is `echo_text`: JSON describing what the bot received
+    # A reply no fastapi_poe bot would send, written by the stand-in itself: "cut" (the
+    # connection drops mid-stream), "bad_json" (an event whose data is not JSON),
+    # "unknown_event" (an event type the protocol lacks, then a normal reply), "no_done" (the
+    # stream ends without its `done` event).
+    raw: Literal["cut", "bad_json", "unknown_event", "no_done"] | None = None
 
 
 @dataclass
@@ -249,6 +254,8 @@ class StandIn:
             await self._refuse(refusal, send)
         elif (status := self.bots[name].behavior.http_status) is not None:
             await _send_json(send, status, {"detail": f"Bot {name} answered HTTP {status}"})
+        elif (raw := self.bots[name].behavior.raw) is not None:
+            await self._stream(scope, _replay(body, receive), send, _raw_reply(raw))
         else:
             await self._stream(scope, _replay(body, receive), send)
 
@@ -298,8 +305,11 @@ class StandIn:
         self.declare(key, payload.get("server_bot_dependencies") or {}, bot)
         await _send_json(send, 200, {"status": "ok"})
 
-    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Forwards one admitted query and tracks its stream until the ASGI call ends."""
+    async def _stream(
+        self, scope: Scope, receive: Receive, send: Send, app: ASGIApp | None = None
+    ) -> None:
+        """Forwards one admitted query (to `app`, default the bots) and tracks its stream
+        until the ASGI call ends."""
         complete = disconnected = False
 
         async def tracked_receive() -> Message:
@@ -319,7 +329,7 @@ class StandIn:
         self.max_open_streams = max(self.max_open_streams, self.open_streams)
         self._idle.clear()
         try:
-            await self.app(scope, tracked_receive, tracked_send)
+            await (app or self.app)(scope, tracked_receive, tracked_send)
         finally:
             self.open_streams -= 1
             if disconnected or not complete:
@@ -337,6 +347,28 @@ def _quiet_make_app(bots: list[ScriptedBot]) -> ASGIApp:
         return fp.make_app(bots, allow_without_key=True)
     finally:
         fp_logger.setLevel(level)
+
+
+def _raw_reply(kind: str) -> ASGIApp:
+    """An SSE reply that breaks the protocol in the way `kind` names."""
+    text = 'event: text\r\ndata: {"text": "partial "}\r\n\r\n'
+    done = "event: done\r\ndata: {}\r\n\r\n"
+    events = {
+        "cut": [text],
+        "bad_json": [text, "event: text\r\ndata: {not json\r\n\r\n", done],
+        "unknown_event": ["event: sparkle\r\ndata: {}\r\n\r\n", text, done],
+        "no_done": [text],
+    }[kind]
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for event in events:
+            await send({"type": "http.response.body", "body": event.encode(), "more_body": True})
+        if kind != "cut":  # "cut" returns with the body unfinished: uvicorn drops the connection
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
 
 
 async def _read_body(receive: Receive) -> bytes:
