@@ -183,9 +183,9 @@ class Run:
         assert isinstance(step, LoopStep)
         return await self.loop(step, slot)
 
-    def _render(self, step: StepBase, name: str, *, cap: int | None = None) -> str:
+    def _render(self, step: StepBase, name: str) -> str:
         template = step.template(name)
-        return template.render(self.variables, cap=cap) if template is not None else ""
+        return template.render(self.variables) if template is not None else ""
 
     def _branch_slots(self, step: ParallelStep, mode: str) -> list[Slot]:
         slots = []
@@ -282,13 +282,16 @@ class Run:
     async def call(self, step: CallStep, slot: Slot) -> str:
         """One call step: every try of its bot, then of each fallback, until one succeeds."""
         prompt = (
-            self._render(step, "prompt", cap=PROMPT_CHAR_CAP) if step.prompt is not None else None
+            self._render(step, "prompt") if step.prompt is not None else self.variables["message"]
         )
-        if prompt is None:
-            prompt = self.variables["message"]
-        system = (
-            self._render(step, "system", cap=PROMPT_CHAR_CAP) if step.system is not None else None
-        )
+        system = self._render(step, "system") if step.system is not None else None
+        for name, text in (("prompt", prompt), ("system", system or "")):
+            if len(text) > PROMPT_CHAR_CAP:
+                raise StepFailed(
+                    f"the {name} for {step.bot} would be {len(text):,} characters, over the "
+                    f"{PROMPT_CHAR_CAP:,}-character cap on one prompt; nothing was sent",
+                    bot=step.bot,
+                )
         # the user's own message parameters pass through; the step's override them
         parameters = dict(self.variables["params"])
         for name, value in step.parameters.items():

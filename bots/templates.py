@@ -90,18 +90,13 @@ class Template:
         self.source = source
         self.where = where
 
-    def render(self, variables: Mapping[str, Any], *, cap: int | None = None) -> str:
+    def render(self, variables: Mapping[str, Any]) -> str:
         try:
             text = self._template.render(variables)
         except jinja2.TemplateError as e:
             raise StepFailed(f"the template at {self.where} failed: {e}") from e
         except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as e:
             raise StepFailed(f"the template at {self.where} failed: {type(e).__name__}: {e}") from e
-        if cap is not None and len(text) > cap:
-            raise StepFailed(
-                f"the text rendered at {self.where} is {len(text):,} characters, over the "
-                f"{cap:,}-character cap on one prompt"
-            )
         return text
 
     def is_true(self, variables: Mapping[str, Any]) -> bool:

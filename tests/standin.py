@@ -431,7 +431,9 @@ async def serve_app(
     app: ASGIApp, *, lifespan: Literal["on", "off", "auto"] = "on", stop_timeout: float = 5
 ) -> AsyncIterator[str]:
     """Serves an ASGI app with uvicorn on a free 127.0.0.1 port; yields "http://127.0.0.1:PORT"."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto
+    # says TCP, and with Nagle on every keep-alive response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(

@@ -1,0 +1,168 @@
+"""Bad input to the server: every malformed request gets a 4xx or a clean error event, never a
+500, and the server keeps serving. Ends with a property-based fuzz over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bots import loader
+from bots.server import build_app
+from tests.conftest import serve_pipelines
+from tests.standin import Behavior, query_body, serve_app
+
+YAML = """\
+    version: 1
+    bots:
+      echo:
+        steps: [{bot: Echo}]
+      words:
+        steps: [{text: "you said: {{ message }}"}]
+"""
+BEHAVIORS = {"Echo": Behavior(echo=True)}
+
+
+def valid() -> dict[str, Any]:
+    return query_body("hello")
+
+
+def without(field: str) -> dict[str, Any]:
+    body = valid()
+    del body[field]
+    return body
+
+
+def with_(**changes: Any) -> dict[str, Any]:
+    return {**valid(), **changes}
+
+
+MALFORMED: dict[str, tuple[bytes, int]] = {
+    "not JSON": (b"{this is not json", 400),
+    "JSON but not an object": (b"[1, 2, 3]", 400),
+    "wrong type": (json.dumps(with_(type="dance")).encode(), 400),
+    "type missing": (json.dumps(without("type")).encode(), 400),
+    "query missing": (json.dumps(without("query")).encode(), 422),
+    "user_id missing": (json.dumps(without("user_id")).encode(), 422),
+    "query not a list": (json.dumps(with_(query="hello")).encode(), 422),
+    "message_id a number": (json.dumps(with_(message_id=12)).encode(), 422),
+    "role unknown": (json.dumps(with_(query=[{"role": "wizard", "content": "x"}])).encode(), 422),
+    "content missing": (json.dumps(with_(query=[{"role": "user"}])).encode(), 422),
+    "empty query": (json.dumps(with_(query=[])).encode(), 422),
+    "over 16 MB": (b'{"a": "' + b"x" * (17 * 1024 * 1024) + b'"}', 413),
+}
+
+
+@pytest.mark.parametrize("bot", ["echo", "words"])
+async def test_malformed_requests_get_a_clear_4xx_and_the_server_keeps_serving(bot: str) -> None:
+    async with serve_pipelines(YAML, BEHAVIORS) as s:
+        headers = {"Authorization": f"Bearer {s.keys[bot]}"}
+        for name, (body, status) in MALFORMED.items():
+            response = await s.http.post(f"{s.url}/{bot}", content=body, headers=headers)
+            assert response.status_code == status, name
+            detail = response.json()["detail"]
+            assert detail and "Traceback" not in detail, name
+        reply = await s.ask(bot, "still there?")
+    assert reply.done and "still there?" in reply.text
+
+
+async def test_odd_but_valid_requests_get_a_clean_reply() -> None:
+    async with serve_pipelines(YAML, BEHAVIORS) as s:
+        empty = await s.ask("words", "")
+        extra = await s.ask("words", "hi", extra={"unknown_field": [1, 2], "another": {"x": None}})
+        history = [
+            {"role": "user" if i % 2 == 0 else "bot", "content": f"m{i}"} for i in range(10_001)
+        ]
+        long_history = await s.ask("echo", history)
+        huge = await s.ask("words", "z" * 5_000_000)
+    assert empty.done and empty.text == "you said: "
+    assert extra.done and extra.text == "you said: hi"
+    assert long_history.done and json.loads(long_history.text)["messages"] == 10_001
+    assert huge.done and huge.status == 200 and len(huge.text) <= 500_000  # cut, not crashed
+
+
+# --- the fuzz ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10, headers={"Authorization": "Bearer k"}) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    """The pipelines server (text steps only: no dependency calls) in its own thread."""
+    config = loader.parse(YAML.replace("    ", "", 1).replace("\n    ", "\n"), "fuzz.yaml")
+    app = build_app(config, environ={}, base_url="http://127.0.0.1:9/bot/")
+    ready, stop = threading.Event(), threading.Event()
+    url: list[str] = []
+
+    async def main() -> None:
+        async with serve_app(app) as base:
+            url.append(base)
+            ready.set()
+            while not stop.is_set():  # noqa: ASYNC110 (a thread's stop flag, checked 10x a second)
+                await asyncio.sleep(0.1)
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    yield url[0]
+    stop.set()
+    thread.join(10)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+messages = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "bot", "system", "tool", "alien"]) | json_values},
+    optional={"content": st.text(max_size=50) | json_values, "parameters": json_values,
+              "attachments": json_values, "metadata": st.text(max_size=30) | json_values},
+)  # fmt: skip
+bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "version": st.just("1.2") | json_values,
+        "type": st.sampled_from(["query", "settings", "report_error", "report_feedback", "x"])
+        | json_values,
+        "query": st.lists(messages, max_size=4) | json_values,
+        "user_id": st.text(max_size=10) | json_values,
+        "conversation_id": st.text(max_size=10) | json_values,
+        "message_id": st.just(uuid.uuid4().hex) | json_values,
+        "message": json_values,
+        "metadata": json_values,
+    },
+)
+raw = st.binary(max_size=200) | bodies.map(lambda body: json.dumps(body).encode())
+
+
+@settings(
+    max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=raw, bot=st.sampled_from(["words", "echo", "nobody"]))
+def test_fuzzed_requests_never_get_a_5xx(
+    server_url: str, client: httpx.Client, body: bytes, bot: str
+) -> None:
+    response = client.post(f"{server_url}/{bot}", content=body)
+    assert response.status_code < 500, (response.status_code, response.text[:300])
+    if "text/event-stream" in response.headers.get("content-type", ""):
+        assert response.text.rstrip().endswith("event: done\r\ndata: {}")
+
+
+def test_the_server_is_still_up_after_the_fuzz(server_url: str, client: httpx.Client) -> None:
+    response = client.post(f"{server_url}/words", json=query_body("after"))
+    assert response.status_code == 200 and "you said: after" in response.text
