@@ -32,6 +32,28 @@ log = logging.getLogger(__name__)
 SETTINGS_SYNC_TIMEOUT = 10.0
 
 
+class _Redactor(logging.Filter):
+    """Blanks access keys out of log records. httpx logs each request's URL at INFO, and Poe's
+    settings-sync URL holds the bot's access key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "[redacted]")
+            record.msg, record.args = message, ()
+        return True
+
+
+_REDACTOR = _Redactor()
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).addFilter(_REDACTOR)
+
+
 @dataclass
 class Runtime:
     """What every bot of the app shares: where dependency bots are, and the open client."""
@@ -108,6 +130,7 @@ def build_app(
         PipelineBot(plan, runtime, env.get(plan.access_key_env) or None)
         for plan in config.bots.values()
     ]
+    _REDACTOR.secrets.update(bot.access_key for bot in bots if bot.access_key)
     for bot in bots:
         if bot.access_key is None:
             log.warning(
