@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import Counter
 from typing import Any
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 from bots import loader
 from bots.budget import CallGuard
 from bots.errors import BudgetExceeded
+from tests.conftest import serve_pipelines
+from tests.standin import Behavior
 
 BOTS = ["A", "B", "C", "D"]
 
@@ -139,3 +142,53 @@ def test_guard_refuses_undeclared_bots_and_the_total() -> None:
     guard.acquire("A")
     with pytest.raises(BudgetExceeded):
         guard.acquire("A")
+
+
+BEHAVIORS = {
+    "ok": Behavior(text="fine answer"),
+    "fail": Behavior(error_at=0, error_text="down"),
+    "hang": Behavior(text="stuck", hang_at=0),
+}
+
+
+def with_timeouts(steps: list[dict[str, Any]]) -> None:
+    """A short timeout on every call, so hanging bots cost a fraction of a second."""
+    for step in steps:
+        if "bot" in step:
+            step["timeout"] = 0.15
+        for inner in [*step.get("cases", {}).values(), step.get("default") or [],
+                      step.get("loop", {}).get("steps", []), step.get("parallel", [])]:  # fmt: skip
+            with_timeouts(inner)
+
+
+@settings(max_examples=12, deadline=None)
+@given(steps_strategy(1), st.lists(st.sampled_from(list(BEHAVIORS)), min_size=4, max_size=4))
+def test_calls_seen_by_poe_never_exceed_the_declared_dependencies(
+    steps: list[dict[str, Any]], behaviors: list[str]
+) -> None:
+    name_branches(steps, itertools.count())
+    with_timeouts(steps)
+    for step in steps:
+        step.setdefault("on_error", "continue")
+    pipeline = {"version": 1, "call_budget": 100, "bots": {"x": {"steps": steps}}}
+    if sequence_total(steps) > 100:
+        return
+    scripted = {bot: BEHAVIORS[kind] for bot, kind in zip(BOTS, behaviors, strict=True)}
+
+    async def run() -> None:
+        async with serve_pipelines(yaml.safe_dump(pipeline), scripted) as s:
+            reply = await s.ask("x", "go")
+            await s.standin.wait_until_idle(timeout=10)
+            declared = s.config.bots["x"].dependencies
+            total = s.config.bots["x"].cost.total
+            assert reply.done
+            assert not s.standin.refused
+            for calls in s.standin.attempts.values():
+                assert all(calls[bot] <= declared.get(bot, 0) for bot in calls), (calls, declared)
+                assert sum(calls.values()) <= total
+
+    asyncio.run(run())
+
+
+def sequence_total(steps: list[dict[str, Any]]) -> int:
+    return max(sum(run.values()) for run in paths(steps))
