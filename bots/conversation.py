@@ -19,6 +19,24 @@ METADATA_CAP = 100_000
 """Largest metadata kept on a reply (characters); prompts are dropped first, then answers."""
 
 
+class ForwardedRequest(fp.QueryRequest):
+    """The user's request with `query` replaced, for one dependency call.
+
+    fastapi_poe's client stores `repr(request)` on every event it yields (`full_prompt`); for
+    a long conversation that repr dominates the cost of streaming, so it is kept short here.
+    """
+
+    def __repr__(self) -> str:
+        return f"ForwardedRequest(message_id={self.message_id!r}, messages={len(self.query)})"
+
+
+def forward(request: fp.QueryRequest, messages: list[fp.ProtocolMessage]) -> ForwardedRequest:
+    """The user's request (identity, access key and all) carrying `messages` as its query."""
+    return ForwardedRequest.model_construct(
+        request.model_fields_set | {"query"}, **{**dict(request), "query": messages}
+    )
+
+
 def template_variables(request: fp.QueryRequest) -> dict[str, Any]:
     """The built-in variables every template sees."""
     last = request.query[-1] if request.query else None

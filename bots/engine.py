@@ -298,19 +298,16 @@ class Run:
             parameters[name] = (
                 self._render(step, f"parameters.{name}") if isinstance(value, str) else value
             )
-        request = self.request.model_copy(
-            update={
-                "query": conversation.call_messages(
-                    self.request,
-                    step.path,
-                    prompt=prompt,
-                    system=system,
-                    parameters=parameters,
-                    history=step.history,
-                    attachments=step.attachments,
-                )
-            }
+        messages = conversation.call_messages(
+            self.request,
+            step.path,
+            prompt=prompt,
+            system=system,
+            parameters=parameters,
+            history=step.history,
+            attachments=step.attachments,
         )
+        request = conversation.forward(self.request, messages)
         part = slot.part()
         failures: list[str] = []
         for bot in step.bots:

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import re
 import socket
 import time
@@ -65,6 +66,7 @@ class Behavior:
     hang_at: int | None = None  # then wait forever (until cancelled)
     http_status: int | None = None  # the call is answered with this status, no stream
     fail_first: int = 0  # the first N calls per message_id answer an error event
+    fail_rate: float = 0.0  # the chance that a call answers an error event (load tests)
     attachment: tuple[str, str, str] | None = None  # (url, content_type, name), after the text
     suggested_replies: list[str] = field(default_factory=list)
     echo: bool = False  # the reply is `echo_text`: JSON describing what the bot received
@@ -131,6 +133,9 @@ class ScriptedBot(fp.PoeBot):
     async def get_response(self, request: fp.QueryRequest) -> AsyncIterable[fp.PartialResponse]:
         b = self.behavior
         self.served[request.message_id] += 1
+        if b.fail_rate and random.random() < b.fail_rate:
+            yield fp.ErrorResponse(text=f"{self.name} failed at random")
+            return
         if self.served[request.message_id] <= b.fail_first:
             tries = self.served[request.message_id]
             yield fp.ErrorResponse(text=f"{self.name} failed on purpose (try {tries})")

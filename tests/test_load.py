@@ -1,0 +1,162 @@
+"""Load: many concurrent chats with three-way fan-outs, 5% of dependency calls failing at random.
+
+The server runs as `python -m bots serve` in its own process (so its memory can be read); the
+stand-in and the chats run here. Bounded in count and time, it stops by itself. CI runs a short
+version; the full run is `make load` (500 chats for 60 s), which prints the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import textwrap
+import time
+from asyncio.subprocess import PIPE
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import key_for
+from tests.standin import Behavior, StandIn, poe_query
+
+ROOT = Path(__file__).resolve().parent.parent
+CHATS = int(os.environ.get("LOAD_CHATS", "40"))
+SECONDS = float(os.environ.get("LOAD_SECONDS", "4"))
+MAX_MESSAGES_PER_CHAT = 10_000
+YAML = """\
+    version: 1
+    bots:
+      fan:
+        poe_name: LoadFan
+        steps:
+          - parallel:
+              - {id: a, bot: A, on_error: continue}
+              - {id: b, bot: B, retries: 1, on_error: continue}
+              - {id: c, bot: C, fallback: [A], on_error: continue}
+            show: sections
+"""
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    done: int = 0
+    lost: int = 0
+    notes: int = 0
+    seconds: list[float] = field(default_factory=list)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+@asynccontextmanager
+async def server_process(config: Path, base_url: str) -> AsyncIterator[tuple[str, int]]:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "POE_BASE_URL": base_url, "FAN_ACCESS_KEY": key_for("fan")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bots", "serve", "--config", str(config), "--port", str(port),
+        cwd=ROOT, env=env, stdout=PIPE, stderr=PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(100):  # up to 10 s to start
+                try:
+                    await http.get(url + "/")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError("the server did not start")
+        yield url, process.pid
+    finally:
+        process.terminate()
+        async with asyncio.timeout(10):
+            await process.communicate()
+
+
+async def chat_until(url: str, http: httpx.AsyncClient, deadline: float, tally: Tally) -> None:
+    for _ in range(MAX_MESSAGES_PER_CHAT):
+        if time.monotonic() >= deadline:
+            return
+        tally.sent += 1
+        started = time.monotonic()
+        try:
+            reply = await poe_query(http, url + "/fan", key_for("fan"), "go")
+        except httpx.HTTPError:
+            tally.lost += 1
+            continue
+        if reply.done and reply.status == 200:
+            tally.done += 1
+            tally.notes += reply.text.count("> ⚠️")
+            tally.seconds.append(time.monotonic() - started)
+        else:
+            tally.lost += 1
+
+
+async def load(url: str, chats: int, seconds: float) -> Tally:
+    tally = Tally()
+    limits = httpx.Limits(max_connections=chats + 10, max_keepalive_connections=chats + 10)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        deadline = time.monotonic() + seconds
+        async with asyncio.timeout(seconds + 60):
+            async with asyncio.TaskGroup() as group:
+                for _ in range(chats):
+                    group.create_task(chat_until(url, http, deadline, tally))
+    return tally
+
+
+async def test_concurrent_fan_out_chats_lose_nothing_overrun_nothing_and_leak_nothing(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "pipelines.yaml"
+    config.write_text(textwrap.dedent(YAML))
+    token = Behavior(tokens=20, token_gap=0.01, fail_rate=0.05)
+    async with StandIn({"A": token, "B": token, "C": token}) as standin:
+        async with server_process(config, standin.base_url) as (url, pid):
+            await standin.register_caller(url + "/fan", key_for("fan"), caller="fan")
+            warm = await load(url, chats=CHATS, seconds=min(2.0, SECONDS))
+            await standin.wait_until_idle(timeout=30)
+            before, cpu_before, own_before = rss_kb(pid), cpu_seconds(pid), time.process_time()
+            tally = await load(url, chats=CHATS, seconds=SECONDS)
+            await standin.wait_until_idle(timeout=30)
+            after, cpu = rss_kb(pid), cpu_seconds(pid) - cpu_before
+            own_cpu = time.process_time() - own_before
+    declared = {"A": 2, "B": 2, "C": 1}
+    overruns = sum(
+        1
+        for attempts in standin.attempts.values()
+        if any(attempts[bot] > declared.get(bot, 0) for bot in attempts)
+    )
+    seconds = sorted(tally.seconds)
+    p50 = seconds[len(seconds) // 2] if seconds else float("nan")
+    p99 = seconds[int(len(seconds) * 0.99)] if seconds else float("nan")
+    print(
+        f"\nload: {CHATS} chats x {SECONDS:g} s: {tally.sent} messages, {tally.done} done, "
+        f"{tally.lost} lost, {overruns} budget overruns, {len(standin.refused)} refused by Poe, "
+        f"{tally.notes} failure notes shown; reply p50 {p50:.3f} s, p99 {p99:.3f} s; "
+        f"server RSS {before} KB after warm-up ({warm.done} replies), {after} KB after "
+        f"({after / before:.3f}x); peak upstream streams {standin.max_open_streams}; CPU: server "
+        f"{cpu:.1f} s ({1000 * cpu / max(1, tally.done):.1f} ms a message), stand-in and chats "
+        f"{own_cpu:.1f} s"
+    )
+    assert tally.sent > 0 and tally.lost == 0 and tally.done == tally.sent
+    assert overruns == 0 and not standin.refused
+    assert standin.open_streams == 0
+    assert after <= before * 1.10
