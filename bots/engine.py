@@ -132,13 +132,11 @@ class Run:
         started, tries_before = time.monotonic(), self._tries_under(step.path)
         try:
             when = step.template("when")
-            value: Any
             if when is not None and not when.is_true(self.variables):
                 entry.outcome = "skipped"
                 # a skipped step keeps its output ("" at first; in a loop, the last round's)
                 return self.variables.get(step.id, "") if step.id else ""
-            else:
-                value = await self._dispatch(step, slot)
+            value: Any = await self._dispatch(step, slot)
         except StepFailed as e:
             entry.outcome = f"failed: {e}"
             if strict or step.on_error == "fail":

@@ -113,6 +113,7 @@ class Reply:
         self.events = 0
         self.bytes_sent = 0
         self.replaces = 0
+        self.wakeups = 0  # times the stream loop woke up (it must not spin while held back)
         self.truncated = False
 
     # --- writers --------------------------------------------------------------------------
@@ -178,6 +179,7 @@ class Reply:
             except TimeoutError:
                 pass
             self._changed.clear()
+            self.wakeups += 1
             gap = self._delta_gap()
             if self.finished or gap is None:
                 continue  # out of streaming events: the final flush sends the rest
@@ -204,10 +206,13 @@ class Reply:
         return self.pacing.delta_gap if self.events < 2000 else self.pacing.delta_gap_after_2000
 
     def _next_wake(self, started: float, last_replace: float, now: float) -> float | None:
+        """How long to wait for a change before updating anyway (None: only on a change)."""
         if not self._sent:
             return max(0.0, started + self.pacing.status_delay - now)
-        if self._render() != self._sent:  # held back: try again when a re-render is allowed
-            return max(0.0, last_replace + self.pacing.replace_gap - now)
+        if self._render() != self._sent and now - last_replace < self.pacing.replace_gap:
+            # a re-render held back by time: try again when it is allowed (one held back by
+            # bytes waits for the reply to grow, which is a change)
+            return last_replace + self.pacing.replace_gap - now
         return None
 
     def _affordable(self, target: str) -> bool:

@@ -166,3 +166,20 @@ async def test_error_suggestions_and_metadata_come_last() -> None:
     assert kinds[-1] == "ErrorResponse" and kinds[-2] == "DataResponse"
     assert seen.text == "partial\n\n> ⚠️ GPT-5 failed: boom"
     assert any(isinstance(e, fp.PartialResponse) and e.is_suggested_reply for e in seen.events)
+
+
+async def test_a_re_render_held_back_by_bytes_waits_instead_of_spinning() -> None:
+    reply = Reply(Pacing(delta_gap=0.0, replace_gap=0.01, replace_slack=0, status_delay=0.05))
+    seen = Seen()
+    reader = asyncio.create_task(seen.read(reply))
+    top, tail = reply.add_part("top"), reply.add_part("tail")
+    tail.write("t" * 10_000)
+    await asyncio.sleep(0.05)
+    for i in range(20):  # small changes above the tail: re-rendering 10 KB each is unaffordable
+        top.write(str(i))
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # held back, nothing changing: the loop must sleep, not spin
+    reply.finish()
+    await reader
+    assert reply.wakeups < 100, reply.wakeups
+    assert seen.text == reply.text
