@@ -56,11 +56,19 @@ class Part:
         self._reply = reply
         self.heading = heading
         self.deferred = deferred
-        self.text = ""
+        self._chunks: list[str] = []  # appended to per token; joined only when read
+        self._text = ""
         self.closed = False
         self.suggestions: list[str] = []
         self.attachments: list[fp.Attachment] = []
         self._shown = ""  # what the user currently sees of this part (its last full render)
+
+    @property
+    def text(self) -> str:
+        if self._chunks:
+            self._text += "".join(self._chunks)
+            self._chunks.clear()
+        return self._text
 
     def render(self, *, shown: bool = False) -> str:
         if self.deferred and not self.closed:
@@ -70,12 +78,12 @@ class Part:
 
     def write(self, text: str) -> None:
         if text:
-            self.text += text
+            self._chunks.append(text)
             self._reply.touch()
 
     def replace(self, text: str) -> None:
         if text != self.text:
-            self.text = text
+            self._text = text
             self._reply.touch()
 
     def note(self, text: str) -> None:

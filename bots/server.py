@@ -8,11 +8,12 @@ blocks or stops start-up.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 import fastapi_poe as fp
@@ -105,6 +106,22 @@ class PipelineBot(fp.PoeBot):
         return settings_for(self.plan)
 
 
+@contextmanager
+def _tuned_gc() -> Iterator[None]:
+    """Fewer, cheaper garbage collections while serving. Every streamed token makes short-lived
+    objects; with the default thresholds the collector took about a quarter of the server's
+    CPU at 200 concurrent chats (bench/). Objects alive at start-up are frozen out of its scans."""
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def settings_for(plan: BotPlan) -> fp.SettingsResponse:
     """What the bot tells Poe: its dependencies are exactly its static worst case."""
     return fp.SettingsResponse(
@@ -141,16 +158,17 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with new_http_client() as http:
-            runtime.caller = PoeCaller(http, runtime.base_url)
-            async with asyncio.TaskGroup() as group:
-                sync = group.create_task(sync_settings(http, runtime.base_url, bots))
-                app.state.settings_sync = sync  # lets a caller (a test) await the sync
-                try:
-                    yield
-                finally:
-                    sync.cancel()
-            runtime.caller = None
+        with _tuned_gc():
+            async with new_http_client() as http:
+                runtime.caller = PoeCaller(http, runtime.base_url)
+                async with asyncio.TaskGroup() as group:
+                    sync = group.create_task(sync_settings(http, runtime.base_url, bots))
+                    app.state.settings_sync = sync  # lets a caller (a test) await the sync
+                    try:
+                        yield
+                    finally:
+                        sync.cancel()
+                runtime.caller = None
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 

@@ -13,7 +13,7 @@ import socket
 import sys
 import textwrap
 import time
-from asyncio.subprocess import PIPE
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -49,6 +49,7 @@ class Tally:
     lost: int = 0
     notes: int = 0
     seconds: list[float] = field(default_factory=list)
+    why_lost: Counter[str] = field(default_factory=Counter)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -65,13 +66,16 @@ def rss_kb(pid: int) -> int:
 
 @asynccontextmanager
 async def server_process(config: Path, base_url: str) -> AsyncIterator[tuple[str, int]]:
+    """`python -m bots serve` in its own process. Its output goes to a file beside the config:
+    a pipe nobody reads would fill up and stall the server."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "POE_BASE_URL": base_url, "FAN_ACCESS_KEY": key_for("fan")}
+    log = (config.parent / "server.log").open("wb")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bots", "serve", "--config", str(config), "--port", str(port),
-        cwd=ROOT, env=env, stdout=PIPE, stderr=PIPE,
+        cwd=ROOT, env=env, stdout=log, stderr=log,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -88,7 +92,8 @@ async def server_process(config: Path, base_url: str) -> AsyncIterator[tuple[str
     finally:
         process.terminate()
         async with asyncio.timeout(10):
-            await process.communicate()
+            await process.wait()
+        log.close()
 
 
 async def chat_until(url: str, http: httpx.AsyncClient, deadline: float, tally: Tally) -> None:
@@ -99,8 +104,9 @@ async def chat_until(url: str, http: httpx.AsyncClient, deadline: float, tally: 
         started = time.monotonic()
         try:
             reply = await poe_query(http, url + "/fan", key_for("fan"), "go")
-        except httpx.HTTPError:
+        except httpx.HTTPError as e:
             tally.lost += 1
+            tally.why_lost[type(e).__name__] += 1
             continue
         if reply.done and reply.status == 200:
             tally.done += 1
@@ -108,14 +114,20 @@ async def chat_until(url: str, http: httpx.AsyncClient, deadline: float, tally: 
             tally.seconds.append(time.monotonic() - started)
         else:
             tally.lost += 1
+            tally.why_lost[f"status {reply.status}, done={reply.done}"] += 1
 
 
 async def load(url: str, chats: int, seconds: float) -> Tally:
     tally = Tally()
-    limits = httpx.Limits(max_connections=chats + 10, max_keepalive_connections=chats + 10)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+    # A new connection per message: a pooled connection left idle past the server's keep-alive
+    # timeout can be closed just as a request goes out on it, which is the load generator's
+    # race, not a lost reply.
+    limits = httpx.Limits(max_connections=chats + 10, max_keepalive_connections=0)
+    # Generous timeouts: an overloaded machine may be slow; what must not happen is a reply
+    # that never ends.
+    async with httpx.AsyncClient(timeout=300, limits=limits) as http:
         deadline = time.monotonic() + seconds
-        async with asyncio.timeout(seconds + 60):
+        async with asyncio.timeout(seconds + 300):
             async with asyncio.TaskGroup() as group:
                 for _ in range(chats):
                     group.create_task(chat_until(url, http, deadline, tally))
@@ -149,7 +161,8 @@ async def test_concurrent_fan_out_chats_lose_nothing_overrun_nothing_and_leak_no
     p99 = seconds[int(len(seconds) * 0.99)] if seconds else float("nan")
     print(
         f"\nload: {CHATS} chats x {SECONDS:g} s: {tally.sent} messages, {tally.done} done, "
-        f"{tally.lost} lost, {overruns} budget overruns, {len(standin.refused)} refused by Poe, "
+        f"{tally.lost} lost {dict(tally.why_lost)}, {overruns} budget overruns, "
+        f"{len(standin.refused)} refused by Poe, "
         f"{tally.notes} failure notes shown; reply p50 {p50:.3f} s, p99 {p99:.3f} s; "
         f"server RSS {before} KB after warm-up ({warm.done} replies), {after} KB after "
         f"({after / before:.3f}x); peak upstream streams {standin.max_open_streams}; CPU: server "
