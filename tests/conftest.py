@@ -6,6 +6,7 @@ import contextlib
 import textwrap
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,8 @@ from bots import loader
 from bots.reply import Pacing
 from bots.server import build_app
 from tests.standin import Behavior, Reply, StandIn, poe_query, serve_app
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass

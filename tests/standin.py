@@ -499,20 +499,11 @@ async def poe_query(
     url: str,
     access_key: str | None,
     text_or_messages: str | Sequence[Mapping[str, Any] | fp.ProtocolMessage],
-    *,
-    message_id: str | None = None,
-    user_id: str = "u-1",
-    conversation_id: str = "c-1",
-    parameters: Mapping[str, Any] | None = None,
-    attachments: Sequence[Mapping[str, Any] | fp.Attachment] | None = None,
-    extra: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> Reply:
-    """POSTs a Poe query (Bearer `access_key`) to a server bot and reads its SSE reply."""
-    body = query_body(
-        text_or_messages, message_id=message_id, user_id=user_id,
-        conversation_id=conversation_id, parameters=parameters, attachments=attachments,
-        extra=extra,
-    )  # fmt: skip
+    """POSTs a Poe query (Bearer `access_key`) to a server bot and reads its SSE reply;
+    `options` are those of `query_body`."""
+    body = query_body(text_or_messages, **options)
     headers = {"Authorization": f"Bearer {access_key}"} if access_key is not None else {}
     start = time.perf_counter()
     async with httpx_sse.aconnect_sse(client, "POST", url, json=body, headers=headers) as source:

@@ -8,9 +8,8 @@ import sys
 from asyncio.subprocess import PIPE
 from pathlib import Path
 
+from tests.conftest import ROOT
 from tests.standin import Behavior, StandIn
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 async def chat(

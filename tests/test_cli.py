@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
 
 
 def bots(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -8,14 +8,12 @@ import logging
 import os
 import sys
 from asyncio.subprocess import PIPE
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import key_for, serve_pipelines
+from tests.conftest import ROOT, key_for, serve_pipelines
 from tests.standin import Behavior, StandIn
 
-ROOT = Path(__file__).resolve().parent.parent
 YAML = """\
     version: 1
     bots:

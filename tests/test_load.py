@@ -21,10 +21,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import key_for
+from tests.conftest import ROOT, key_for
 from tests.standin import Behavior, StandIn, poe_query
 
-ROOT = Path(__file__).resolve().parent.parent
 CHATS = int(os.environ.get("LOAD_CHATS", "40"))
 SECONDS = float(os.environ.get("LOAD_SECONDS", "4"))
 MAX_MESSAGES_PER_CHAT = 10_000

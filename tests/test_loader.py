@@ -10,8 +10,7 @@ import pytest
 from bots import loader
 from bots.errors import ConfigError
 from bots.format import CallStep, LoopStep, ParallelStep, RouteStep, TextStep
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
 
 
 def parse(text: str) -> loader.Config:

@@ -12,9 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import ROOT
 from tests.standin import Behavior, StandIn, poe_query, serve_app
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _decorators() -> dict[str, dict[str, str]]:

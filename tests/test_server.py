@@ -14,10 +14,9 @@ import pytest
 
 from bots import loader
 from bots.server import build_app
-from tests.conftest import key_for, serve_pipelines
+from tests.conftest import ROOT, key_for, serve_pipelines
 from tests.standin import Behavior, StandIn, query_body, serve_app
 
-ROOT = Path(__file__).resolve().parent.parent
 TWO_BOTS = """\
     version: 1
     bots:
