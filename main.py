@@ -2,6 +2,7 @@
 
     modal deploy main.py     # deploy (pipelines.yaml is validated first, on your machine)
     python main.py           # serve the same app locally, like `python -m bots serve`
+                             # (takes serve's options, e.g. --port 9000)
 
 The names you may want to change are just below.
 """
@@ -74,4 +75,4 @@ def fastapi_app():  # type: ignore[no-untyped-def]
 if __name__ == "__main__":
     from bots.cli import main
 
-    main(["serve", "--config", str(CONFIG_PATH)])
+    main(["serve", "--config", str(CONFIG_PATH), *sys.argv[1:]])  # e.g. --port 9000
