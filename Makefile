@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint serve bench
+.PHONY: demo test lint serve bench load
 
 $(BIN)/activate: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +23,11 @@ test: lint
 
 serve: $(BIN)/activate
 	$(BIN)/python -m bots serve
+
+# The full load run: 500 concurrent three-way chats for 60 s (CI runs a short version).
+load: $(BIN)/activate
+	LOAD_CHATS=500 LOAD_SECONDS=60 $(BIN)/python -m pytest tests/test_load.py -s --timeout 900 -q
+
+# The benchmark: prints the table and writes bench-results/results.json.
+bench: $(BIN)/activate
+	$(BIN)/python -m bench.run

@@ -1,0 +1,108 @@
+"""The benchmark's smoke test: `python -m bench.run --quick` completes with zero errors and
+writes every figure to its JSON. Timings are never asserted: machines are shared and noisy."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+OVERHEAD_ROW = ["messages", "errors", "messages_per_s", "server_cpu_s_per_message"]
+OVERHEAD_RATIOS = [
+    "cpu_per_message_ratio",
+    "throughput_ratio",
+    "cpu_per_message_ratio_vs_shared_client",
+    "throughput_ratio_vs_shared_client",
+]
+FANOUT = ["slowest_alone_total_s", "fastest_alone_first_text_s"]
+FANOUT_SHOW = [
+    "total_s",
+    "first_visible_text_s",
+    "total_minus_slowest_alone_s",
+    "first_text_minus_fastest_alone_s",
+    "replace_responses",
+]
+MERGE = [
+    "bytes_ratio",
+    "wire_bytes_ratio",
+    "final_bytes",
+    "refreshes_per_s",
+    "replace_responses",
+    "slowest_section_refreshes_per_s",
+]
+SCALE_LEVEL = [
+    "errors",
+    "upstream_streams_peak",
+    "added_latency_s_p50",
+    "added_latency_s_p99",
+    "server_peak_rss_mb",
+    "memory_per_chat_kb",
+    "server_cpu_utilization",
+    "server_loop_lag_s_p99",
+]
+
+
+def is_figure(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def missing(where: str, data: dict[str, Any], keys: list[str]) -> list[str]:
+    return [f"{where}.{key}" for key in keys if not is_figure(data.get(key))]
+
+
+def test_quick_benchmark_completes_without_errors_and_reports_every_figure(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "results.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["errors"] == 0, results["error_samples"]
+    assert results["meta"]["mode"] == "quick"
+
+    gaps: list[str] = []
+    overhead = results["overhead"]
+    servers = {(row["server"], row["concurrency"]) for row in overhead["rows"]}
+    levels = {concurrency for _, concurrency in servers}
+    assert len(levels) == 2
+    assert servers == {
+        (name, c)
+        for name in ("pipeline", "passthrough (docs)", "passthrough (shared client)")
+        for c in levels
+    }
+    for row in overhead["rows"]:
+        gaps += missing(f"overhead[{row['server']} x{row['concurrency']}]", row, OVERHEAD_ROW)
+        assert row["errors"] == 0 and row["messages"] > 0
+    assert {r["concurrency"] for r in overhead["ratios"]} == levels
+    for ratio in overhead["ratios"]:
+        gaps += missing(f"overhead.ratios[{ratio['concurrency']}]", ratio, OVERHEAD_RATIOS)
+
+    fanout = results["fanout"]
+    gaps += missing("fanout", fanout, FANOUT)
+    for show in ("sections", "stream"):
+        gaps += missing(f"fanout.{show}", fanout[show], FANOUT_SHOW)
+
+    gaps += missing("merge", results["merge"], MERGE)
+
+    scale = results["scale"]["levels"]
+    assert len(scale) == 3
+    for level in scale:
+        gaps += missing(f"scale[{level['chats']}]", level, SCALE_LEVEL)
+        assert level["errors"] == 0
+        assert level["upstream_streams_peak"] > 0
+
+    assert gaps == []
+    targets = results["targets"]
+    assert {t["section"] for t in targets} == {"overhead", "fan-out", "live merge", "scale"}
+    assert all(is_figure(t["value"]) and isinstance(t["met"], bool) for t in targets), targets
