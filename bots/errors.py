@@ -4,8 +4,7 @@ PipelineError
 ├── ConfigError            pipelines.yaml is invalid (carries every problem found)
 └── RunError               a pipeline could not finish a reply
     ├── StepFailed         a dependency call (after retries and fallbacks) or a template failed
-    ├── BudgetExceeded     a call beyond what the bot declared to Poe (a bug; never expected)
-    └── ReplyTooLong       the reply reached Poe's size or time limits
+    └── BudgetExceeded     a call beyond what the bot declared to Poe (a bug; never expected)
 """
 
 from __future__ import annotations
@@ -54,7 +53,3 @@ class StepFailed(RunError):
 
 class BudgetExceeded(RunError):
     """A call beyond the bot's declared `server_bot_dependencies` was about to be made."""
-
-
-class ReplyTooLong(RunError):
-    """The reply hit one of Poe's limits (characters, events or time)."""

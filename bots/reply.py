@@ -122,7 +122,6 @@ class Reply:
         self.bytes_sent = 0
         self.replaces = 0
         self.wakeups = 0  # times the stream loop woke up (it must not spin while held back)
-        self.truncated = False
 
     # --- writers --------------------------------------------------------------------------
 
@@ -164,7 +163,6 @@ class Reply:
             after_sections = part.heading is not None
         text = "".join(pieces)
         if len(text) > MAX_REPLY_CHARS:
-            self.truncated = True
             text = text[: MAX_REPLY_CHARS - len(TRUNCATED)] + TRUNCATED
         return text
 
