@@ -31,9 +31,10 @@ REMOTE_CONFIG = "/root/pipelines.yaml"
 def _load_config() -> loader.Config:
     """Validated at import, so a bad file stops `modal deploy` before anything is uploaded."""
     try:
-        return loader.load(CONFIG_PATH if CONFIG_PATH.exists() else REMOTE_CONFIG)
+        in_container = not CONFIG_PATH.exists() and Path(REMOTE_CONFIG).exists()
+        return loader.load(REMOTE_CONFIG if in_container else CONFIG_PATH)
     except ConfigError as e:
-        sys.stderr.write(f"{e}\npipelines.yaml is invalid; nothing was deployed.\n")
+        sys.stderr.write(f"{e}\npipelines.yaml is invalid: fix it before deploying or serving.\n")
         raise SystemExit(1) from None
 
 

@@ -179,6 +179,12 @@ def _explain(error: dict[str, Any], loc: Loc, parent: Any) -> str:
         if not isinstance(value, dict):
             found = f"{type(value).__name__} {value!r}"
         return f"a step needs exactly one of bot, parallel, route, loop, text; found {found}"
+    if kind == "string_pattern_mismatch" and key in ("id", "access_key_env"):
+        what = "step id" if key == "id" else "variable name"
+        return (
+            f"{what} {value!r} may use only letters, digits and _ and must not start with a "
+            "digit (templates read step outputs by their id)"
+        )
     message = str(message).removeprefix("Value error, ")
     if kind.startswith("value_error") or kind == "assertion_error":
         return message

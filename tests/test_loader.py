@@ -335,3 +335,8 @@ def test_loop_steps_may_read_their_own_outputs_from_the_last_iteration() -> None
                     - {id: fix, bot: B}
         """
     )
+
+
+def test_step_ids_must_be_template_variable_names() -> None:
+    message = one_problem("version: 1\nbots:\n  x:\n    steps:\n      - {id: my-step, bot: A}\n")
+    assert message.startswith("p.yaml:5:10: bots.x.steps[0].id: step id 'my-step' may use only")

@@ -77,7 +77,7 @@ def test_a_broken_pipelines_file_stops_the_import_with_the_validators_message(
     )  # fmt: skip
     assert result.returncode == 1
     assert "pipelines.yaml:4:22: bots.x.steps[0].retries: got 9" in result.stderr
-    assert "nothing was deployed" in result.stderr
+    assert "fix it before deploying or serving" in result.stderr
     assert "Traceback" not in result.stderr
 
 
