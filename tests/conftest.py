@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import socket
+import sys
 import textwrap
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -39,6 +43,38 @@ class Served:
 
     def requests_to(self, bot: str) -> list[dict[str, Any]]:
         return [r for r in self.standin.requests if r["bot"] == bot]
+
+
+@contextlib.asynccontextmanager
+async def serving_process(
+    *args: str, env: Mapping[str, str] | None = None, output: Any = asyncio.subprocess.DEVNULL
+) -> AsyncIterator[tuple[str, int]]:
+    """Runs `python ARGS --port PORT` from the repository root as its own process and yields
+    (its URL, its pid) once `GET /` answers; stops it on exit. `output` takes its stdout and
+    stderr: a file or DEVNULL, never a pipe nobody reads (it would fill and stall the server)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *args, "--port", str(port), cwd=ROOT, env={**os.environ, **(env or {})},
+        stdout=output, stderr=output,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(100):  # up to 10 s to start
+                try:
+                    await http.get(url + "/")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError(f"python {' '.join(args)} did not start serving")
+        yield url, process.pid
+    finally:
+        process.terminate()
+        async with asyncio.timeout(10):
+            await process.wait()
 
 
 def key_for(bot_id: str) -> str:

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT, key_for
+from tests.conftest import key_for, serving_process
 from tests.standin import Behavior, StandIn, poe_query
 
 CHATS = int(os.environ.get("LOAD_CHATS", "40"))
@@ -61,38 +57,6 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
-
-
-@asynccontextmanager
-async def server_process(config: Path, base_url: str) -> AsyncIterator[tuple[str, int]]:
-    """`python -m bots serve` in its own process. Its output goes to a file beside the config:
-    a pipe nobody reads would fill up and stall the server."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "POE_BASE_URL": base_url, "FAN_ACCESS_KEY": key_for("fan")}
-    log = (config.parent / "server.log").open("wb")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bots", "serve", "--config", str(config), "--port", str(port),
-        cwd=ROOT, env=env, stdout=log, stderr=log,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(100):  # up to 10 s to start
-                try:
-                    await http.get(url + "/")
-                    break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("the server did not start")
-        yield url, process.pid
-    finally:
-        process.terminate()
-        async with asyncio.timeout(10):
-            await process.wait()
-        log.close()
 
 
 async def chat_until(url: str, http: httpx.AsyncClient, deadline: float, tally: Tally) -> None:
@@ -140,7 +104,10 @@ async def test_concurrent_fan_out_chats_lose_nothing_overrun_nothing_and_leak_no
     config.write_text(textwrap.dedent(YAML))
     token = Behavior(tokens=20, token_gap=0.01, fail_rate=0.05)
     async with StandIn({"A": token, "B": token, "C": token}) as standin:
-        async with server_process(config, standin.base_url) as (url, pid):
+        env = {"POE_BASE_URL": standin.base_url, "FAN_ACCESS_KEY": key_for("fan")}
+        args = ("-m", "bots", "serve", "--config", str(config))
+        log = (tmp_path / "server.log").open("wb")
+        async with serving_process(*args, env=env, output=log) as (url, pid):
             await standin.register_caller(url + "/fan", key_for("fan"), caller="fan")
             warm = await load(url, chats=CHATS, seconds=min(2.0, SECONDS))
             await standin.wait_until_idle(timeout=30)
@@ -149,6 +116,7 @@ async def test_concurrent_fan_out_chats_lose_nothing_overrun_nothing_and_leak_no
             await standin.wait_until_idle(timeout=30)
             after, cpu = rss_kb(pid), cpu_seconds(pid) - cpu_before
             own_cpu = time.process_time() - own_before
+        log.close()
     declared = {"A": 2, "B": 2, "C": 1}
     overruns = sum(
         1

@@ -4,8 +4,6 @@ be checked locally, and run the web function's body against the Poe stand-in."""
 from __future__ import annotations
 
 import ast
-import asyncio
-import socket
 import subprocess
 import sys
 import warnings
@@ -14,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, serving_process
 from tests.standin import Behavior, StandIn, poe_query, serve_app
 
 
@@ -104,25 +102,7 @@ async def test_the_web_functions_body_serves_every_bot_over_http(
 async def test_python_main_py_serves_the_same_bots_locally() -> None:
     import main
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "main.py", "--port", str(port), cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(100):  # up to 10 s to start
-                try:
-                    index = (await http.get(f"http://127.0.0.1:{port}/")).json()
-                    break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("python main.py did not start serving")
-    finally:
-        process.terminate()
-        await process.wait()
+    async with serving_process("main.py") as (url, _), httpx.AsyncClient() as http:
+        index = (await http.get(url + "/")).json()
     assert set(index) == set(main.CONFIG.bots)
     assert index["council"]["dependencies"] == main.CONFIG.bots["council"].dependencies

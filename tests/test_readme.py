@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shlex
 import subprocess
@@ -9,7 +10,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, serving_process
+from tests.standin import Behavior, StandIn
 
 
 def readme_commands() -> list[str]:
@@ -41,44 +43,21 @@ def test_readme_command_runs(command: str) -> None:
 
 
 async def test_the_readmes_curl_query_gets_a_streamed_reply() -> None:
-    import asyncio
-    import os
-    import socket
-
-    import httpx
-
-    from tests.standin import Behavior, StandIn
-
     command = re.search(
         r"`(curl -N localhost:8080/council [^`]+)`", (ROOT / "README.md").read_text()
     )
     assert command, "the README's curl example is gone"
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     names = ["GPT-5", "Claude-Sonnet-4.5", "Gemini-2.5-Pro", "Claude-Opus-4.1"]
     async with StandIn({name: Behavior(text=f"{name} says hi") for name in names}) as standin:
         standin.allow_any_caller = True
-        env = {**os.environ, "POE_BASE_URL": standin.base_url}
-        server = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bots", "serve", "--port", str(port), cwd=ROOT, env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            async with httpx.AsyncClient() as http:
-                for _ in range(100):  # up to 10 s to start
-                    try:
-                        await http.get(f"http://127.0.0.1:{port}/")
-                        break
-                    except httpx.TransportError:
-                        await asyncio.sleep(0.1)
-            args = shlex.split(command.group(1).replace("localhost:8080", f"127.0.0.1:{port}"))
+        env = {"POE_BASE_URL": standin.base_url}
+        async with serving_process("-m", "bots", "serve", env=env) as (url, _):
+            args = shlex.split(
+                command.group(1).replace("localhost:8080", url)
+            )
             curl = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
             async with asyncio.timeout(30):
                 out, _ = await curl.communicate()
-        finally:
-            server.terminate()
-            await server.wait()
     text = out.decode()
     assert "### gpt" in text and "Claude-Opus-4.1 says hi" in text
     assert text.rstrip().endswith("event: done\r\ndata: {}")
