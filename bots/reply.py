@@ -116,6 +116,8 @@ class Reply:
         self.error: str | None = None
         self.finished = False
         self._changed = asyncio.Event()
+        self._version = 0  # bumped by every change; the full render is cached per version
+        self._rendered: tuple[int, str] = (-1, "")
         self._sent = ""
         # what was sent, for pacing and for reporting
         self.events = 0
@@ -132,6 +134,7 @@ class Reply:
         return part
 
     def touch(self) -> None:
+        self._version += 1
         self._changed.set()
 
     def finish(self) -> None:
@@ -146,6 +149,8 @@ class Reply:
     # --- rendering -------------------------------------------------------------------------
 
     def _render(self, *, live_tail_only: bool = False) -> str:
+        if not live_tail_only and self._rendered[0] == self._version:
+            return self._rendered[1]  # the stream loop asks more than once per change
         rendered = [part.render(shown=live_tail_only) for part in self.parts]
         if live_tail_only:
             live = [i for i, part in enumerate(self.parts) if part.render()]
@@ -164,6 +169,8 @@ class Reply:
         text = "".join(pieces)
         if len(text) > MAX_REPLY_CHARS:
             text = text[: MAX_REPLY_CHARS - len(TRUNCATED)] + TRUNCATED
+        if not live_tail_only:
+            self._rendered = (self._version, text)
         return text
 
     def _status_line(self) -> str:
