@@ -11,29 +11,51 @@ import contextlib
 import contextvars
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Protocol, cast, get_args
 
 import fastapi_poe as fp
 import httpx
 from fastapi_poe.client import BotError, BotErrorNoRetry
+from fastapi_poe.types import ErrorType
 
 log = logging.getLogger(__name__)
 
 POE_BASE_URL = "https://api.poe.com/bot/"
 
-_status: contextvars.ContextVar[list[int]] = contextvars.ContextVar("status")
+_responses: contextvars.ContextVar[list[httpx.Response]] = contextvars.ContextVar("responses")
 _reports: contextvars.ContextVar[list[str]] = contextvars.ContextVar("reports")
 NO_DONE = "without sending 'done'"
+POE_ERROR_TYPES: frozenset[str] = frozenset(get_args(ErrorType))
+"""The `error_type`s Poe handles as its own errors (fastapi_poe's list)."""
 
 
 class CallFailed(Exception):
     """One try of a dependency call failed; the message says why in a few words.
-    `retry` is False when the bot asked not to be retried (its error had allow_retry false)."""
 
-    def __init__(self, message: str, *, retry: bool = True) -> None:
+    `retry` is False when the bot asked not to be retried (its error had allow_retry false);
+    `error_type` is Poe's name for the error, when the bot gave one Poe knows; `rate_limited`
+    says Poe answered 429, and `wait` how many seconds its headers asked to wait, if they said.
+    `log_reason` is the reason without anything the dependency wrote (which may quote the
+    user), for the logs."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry: bool = True,
+        error_type: ErrorType | None = None,
+        rate_limited: bool = False,
+        wait: float | None = None,
+        log_reason: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry = retry
+        self.error_type = error_type
+        self.rate_limited = rate_limited
+        self.wait = wait
+        self.log_reason = log_reason or message
 
 
 class Caller(Protocol):
@@ -45,15 +67,15 @@ class Caller(Protocol):
 def new_http_client() -> httpx.AsyncClient:
     """The one HTTP client a server shares between all replies (connection reuse)."""
 
-    async def remember_status(response: httpx.Response) -> None:
-        box = _status.get(None)
+    async def remember_response(response: httpx.Response) -> None:
+        box = _responses.get(None)
         if box is not None:
-            box.append(response.status_code)
+            box.append(response)
 
     return httpx.AsyncClient(
         timeout=httpx.Timeout(600, connect=10),
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-        event_hooks={"response": [remember_status]},
+        event_hooks={"response": [remember_response]},
     )
 
 
@@ -62,7 +84,8 @@ def _on_protocol_error(error: Exception, message: str) -> None:
     reports = _reports.get(None)
     if reports is not None:
         reports.append(str(error))
-    log.info("dependency call: %s: %s", message.split(" for endpoint ")[0], type(error).__name__)
+    # str(error) is fastapi_poe's own words; `message` also holds the event's data
+    log.info("dependency call: %s (%s)", str(error)[:200], type(error).__name__)
 
 
 class PoeCaller:
@@ -74,9 +97,9 @@ class PoeCaller:
         self.api_key = api_key
 
     async def stream(self, request: fp.QueryRequest, bot: str) -> AsyncIterator[fp.PartialResponse]:
-        statuses: list[int] = []
+        responses: list[httpx.Response] = []
         reports: list[str] = []
-        tokens = _status.set(statuses), _reports.set(reports)
+        tokens = _responses.set(responses), _reports.set(reports)
         events = fp.stream_request(
             request,
             bot,
@@ -92,14 +115,12 @@ class PoeCaller:
             async with contextlib.aclosing(events):
                 async for event in events:
                     yield event
-        except BotErrorNoRetry as e:
-            raise CallFailed(_reason(e, statuses), retry=False) from e
         except BotError as e:
-            raise CallFailed(_reason(e, statuses)) from e
+            raise _failure(e, responses) from e
         except httpx.HTTPError as e:
             raise CallFailed(_connection_reason(e)) from e
         finally:
-            _status.reset(tokens[0])
+            _responses.reset(tokens[0])
             _reports.reset(tokens[1])
         if any(NO_DONE in report for report in reports):
             raise CallFailed("its stream ended early (no 'done' event), so the answer may be cut")
@@ -114,24 +135,54 @@ _HTTP_WORDS = {
 }
 
 
-def _reason(error: BotError, statuses: list[int]) -> str:
+def _failure(error: BotError, responses: list[httpx.Response]) -> CallFailed:
     """A short reason from what stream_request raised (never its raw payload)."""
-    failed = [status for status in statuses if status >= 400]
+    retry = not isinstance(error, BotErrorNoRetry)
+    failed = [response for response in responses if response.status_code >= 400]
     if failed:
-        words = _HTTP_WORDS.get(failed[-1], "server error" if failed[-1] >= 500 else "refused")
-        return f"HTTP {failed[-1]} ({words})"
+        status = failed[-1].status_code
+        words = _HTTP_WORDS.get(status, "server error" if status >= 500 else "refused")
+        return CallFailed(
+            f"HTTP {status} ({words})",
+            retry=retry,
+            rate_limited=status == 429,
+            wait=_wait_asked(failed[-1].headers) if status == 429 else None,
+        )
     text = str(error)
     try:
         data = json.loads(text)
     except ValueError:
         data = None
-    if isinstance(data, dict):
-        text = str(data.get("text") or "it sent an error without a message")
-    elif isinstance(error.__cause__, httpx.HTTPError):
+    if isinstance(data, dict):  # the bot's own error event
+        kind = data.get("error_type")
+        error_type = cast(ErrorType, kind) if kind in POE_ERROR_TYPES else None
+        said = str(data.get("text") or "")[:300]
+        plain = f"it sent an error ({error_type})" if error_type else "it sent an error"
+        return CallFailed(
+            said or plain,
+            retry=retry and data.get("allow_retry", True) is not False,
+            error_type=error_type,
+            log_reason=plain,
+        )
+    if isinstance(error.__cause__, httpx.HTTPError):
         text = _connection_reason(error.__cause__)
     elif error.__cause__ is not None:
         text = f"its stream broke ({type(error.__cause__).__name__})"
-    return text[:300]
+    return CallFailed(text[:300], retry=retry)
+
+
+def _wait_asked(headers: httpx.Headers) -> float | None:
+    """Seconds a 429 asks to wait: Poe's x-ratelimit-reset-requests ("Time in seconds until
+    the rate limit window resets"), else Retry-After; None when neither says."""
+    for name in ("x-ratelimit-reset-requests", "retry-after"):
+        value = headers.get(name, "").strip().removesuffix("s")
+        try:
+            seconds = float(value)
+        except ValueError:
+            continue
+        if seconds >= 0 and math.isfinite(seconds):
+            return seconds
+    return None
 
 
 def _connection_reason(error: httpx.HTTPError) -> str:

@@ -10,10 +10,12 @@ closes every upstream stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +85,9 @@ class Run:
     variables: dict[str, Any] = field(init=False)
     calls: dict[str, dict[str, str]] = field(default_factory=dict)
     trace: list[TraceEntry] = field(default_factory=list)
+    # every failed try: its step, bot and a reason fit for logs (nothing a dependency wrote)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    deadline: float = field(init=False, default=float("inf"))  # loop time the reply must end by
     tries: Counter[str] = field(default_factory=Counter)  # calls made, per call step path
 
     def __post_init__(self) -> None:
@@ -95,11 +100,13 @@ class Run:
     async def execute(self, deadline: float = REPLY_DEADLINE) -> None:
         """Runs the pipeline into the reply, then finishes the reply whatever happened."""
         top = Slot(self.reply, "stream")
+        self.deadline = asyncio.get_running_loop().time() + deadline
         try:
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout_at(self.deadline):
                 await self.sequence(self.plan.spec.steps, top)
         except RunError as e:
             self.reply.error = str(e)
+            self.reply.error_type = e.error_type if isinstance(e, StepFailed) else None
         except TimeoutError:
             self.reply.error = (
                 f"The reply ran out of time after {deadline:g} seconds (Poe allows 10 minutes), "
@@ -257,7 +264,7 @@ class Run:
         if case is None:
             case = step.default
         if case is None:
-            log.info("bot %s: %s: no case for %r", self.plan.id, step.path, chosen[:100])
+            log.info("bot %s: %s: no case matched and there is no default", self.plan.id, step.path)
             return ""
         return await self.sequence(case, slot)
 
@@ -285,10 +292,12 @@ class Run:
         system = self._render(step, "system") if step.system is not None else None
         for name, text in (("prompt", prompt), ("system", system or "")):
             if len(text) > PROMPT_CHAR_CAP:
+                too_long = len(self.variables["message"]) > PROMPT_CHAR_CAP
                 raise StepFailed(
                     f"the {name} for {step.bot} would be {len(text):,} characters, over the "
                     f"{PROMPT_CHAR_CAP:,}-character cap on one prompt; nothing was sent",
                     bot=step.bot,
+                    error_type="user_message_too_long" if too_long else None,
                 )
         # the user's own message parameters pass through; the step's override them
         parameters = dict(self.variables["params"])
@@ -307,16 +316,26 @@ class Run:
         )
         request = conversation.forward(self.request, messages)
         part = slot.part()
-        failures: list[str] = []
+        timeout = step.timeout or self.call_timeout
+        failures: list[CallFailed] = []
+        tried: list[str] = []
         for bot in step.bots:
             for _ in range(1 + step.retries):
+                if failures and failures[-1].rate_limited:
+                    await self._back_off(step, bot, failures, timeout)
                 self.guard.acquire(bot)
+                self.reply.spent = True
                 self.tries[step.path] += 1
+                tried.append(bot)
                 try:
-                    text = await self._try(request, bot, part, step.timeout or self.call_timeout)
+                    with self._asking(bot):
+                        text = await self._try(request, bot, part, timeout)
                 except CallFailed as e:
-                    failures.append(f"{bot}: {e}")
-                    log.info("bot %s: %s: %s failed: %s", self.plan.id, step.path, bot, e)
+                    failures.append(e)
+                    self.failures.append({"step": step.path, "bot": bot, "reason": e.log_reason})
+                    log.info(
+                        "bot %s: %s: %s failed: %s", self.plan.id, step.path, bot, e.log_reason
+                    )
                     if e.retry:
                         continue
                     break  # the bot asked not to be retried: on to the fallback, if any
@@ -325,24 +344,62 @@ class Run:
                     record["p"] = prompt
                 self.calls[step.path] = record
                 return text
-        raise StepFailed(_failure_message(step, failures), bot=step.bot)
+        error_type = next((f.error_type for f in reversed(failures) if f.error_type), None)
+        raise StepFailed(
+            _failure_message(list(zip(tried, failures, strict=True))),
+            bot=step.bot,
+            error_type=error_type,
+        )
+
+    async def _back_off(
+        self, step: CallStep, bot: str, failures: list[CallFailed], cap: float
+    ) -> None:
+        """Waits before trying again after Poe's 429: as long as its headers ask, else
+        exponentially (1, 2, 4 s..., with jitter); never past the step's timeout or the
+        reply's deadline. The wait is in the trace and in the progress line."""
+        asked = failures[-1].wait
+        streak = 0
+        for failure in reversed(failures):
+            if not failure.rate_limited:
+                break
+            streak += 1
+        seconds = asked if asked is not None else 2.0 ** (streak - 1) * random.uniform(0.5, 1.0)
+        remaining = self.deadline - asyncio.get_running_loop().time()
+        seconds = max(0.0, min(seconds, cap, remaining - 1.0))
+        how = "as Poe's headers asked" if asked is not None else "backing off"
+        label = f"{bot} (rate limited: trying again in {seconds:.0f} s)"
+        entry = TraceEntry(step.path, "wait", bot, seconds, 0, f"HTTP 429: waited {how}")
+        self.trace.append(entry)
+        with self._asking(label):
+            await asyncio.sleep(seconds)
+
+    @contextlib.contextmanager
+    def _asking(self, label: str) -> Iterator[None]:
+        """Names what the reply waits for in its progress line, while it waits."""
+        self.reply.asking[label] += 1
+        try:
+            yield
+        finally:
+            self.reply.asking[label] -= 1
+            if self.reply.asking[label] <= 0:
+                del self.reply.asking[label]
 
     async def _try(
         self, request: fp.QueryRequest, bot: str, part: Part | None, seconds: float
     ) -> str:
         text = ""
-        files: list[fp.Attachment] = []
         suggestions: list[str] = []
         if part is not None:
             part.replace("")
-        self.reply.asking[bot] += 1
         try:
             async with asyncio.timeout(seconds):
                 async for event in self.caller.stream(request, bot):
                     if isinstance(event, fp.MetaResponse) or event.data is not None:
                         continue
                     if event.attachment is not None:
-                        files.append(event.attachment)
+                        # at once: the text after it may show it inline by its inline_ref
+                        if part is not None:
+                            part.attach(event.attachment)
                     elif event.is_suggested_reply:
                         suggestions.append(event.text)
                     elif event.is_replace_response:
@@ -355,14 +412,8 @@ class Run:
                             part.write(event.text)
         except TimeoutError:
             raise CallFailed(f"no complete answer within {seconds:g} s") from None
-        finally:
-            self.reply.asking[bot] -= 1
-            if self.reply.asking[bot] <= 0:
-                del self.reply.asking[bot]
         if part is not None:
             part.suggestions = suggestions
-            for attachment in files:
-                part.attach(attachment)
         return text
 
 
@@ -382,11 +433,14 @@ def _match(value: str, cases: dict[str, list[Any]]) -> list[Any] | None:
     return None
 
 
-def _failure_message(step: CallStep, failures: list[str]) -> str:
+def _failure_message(failures: list[tuple[str, CallFailed]]) -> str:
+    """One sentence for a call step whose every try failed: (bot, failure) per try."""
     if len(failures) == 1:
-        return f"{failures[0].split(': ', 1)[0]} failed: {failures[0].split(': ', 1)[1]}"
-    tried = ", ".join(dict.fromkeys(f.split(": ", 1)[0] for f in failures))
-    return f"{tried} failed after {len(failures)} tries ({'; '.join(failures)})"
+        bot, failure = failures[0]
+        return f"{bot} failed: {failure}"
+    tried = ", ".join(dict.fromkeys(bot for bot, _ in failures))
+    each = "; ".join(f"{bot}: {failure}" for bot, failure in failures)
+    return f"{tried} failed after {len(failures)} tries ({each})"
 
 
 def _first_run_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

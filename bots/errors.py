@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastapi_poe.types import ErrorType
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -44,10 +46,14 @@ class RunError(PipelineError):
 
 
 class StepFailed(RunError):
-    """A step failed; `bot` names the dependency at fault, when there is one."""
+    """A step failed; `bot` names the dependency at fault, when there is one, and
+    `error_type` is Poe's name for the failure when it has one (e.g. insufficient_fund)."""
 
-    def __init__(self, message: str, *, bot: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, bot: str | None = None, error_type: ErrorType | None = None
+    ) -> None:
         self.bot = bot
+        self.error_type = error_type
         super().__init__(message)
 
 

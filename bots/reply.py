@@ -1,16 +1,20 @@
 """Merging: the one reply the user watches grow, built from many streaming parts.
 
 The reply is an ordered list of `Part`s (a streamed call, one section of a parallel step, a text
-step, a `final` step that appears when complete). Steps write into their parts; `Reply.events`
+step, a `final` step that appears when complete). Steps write into their parts; `Reply.stream`
 turns the changing whole into Poe events:
 
-- when only the tail grew, it sends a plain text delta (cheap: each byte is sent once);
+- when only the tail grew, it sends a plain text delta (cheap: each character is sent once);
 - when something before the tail changed (a section above, a dependency's own
   replace_response, a retry), it re-renders with replace_response, throttled in time and in
   bytes so the total sent stays a small multiple of the reply; while a re-render is held back,
   the last part still streams live as deltas against what the user already sees;
-- text events are coalesced, so a reply stays under Poe's 10,000 events whatever its
-  dependencies stream, and the reply is capped below Poe's 512k characters.
+- files go out as they arrive, before any text sent after them (text may show a file inline by
+  its `inline_ref`), and a hidden or not-yet-shown part's files wait with it;
+- everything stays within Poe's limits (`limits`): text events are coalesced, so a reply stays
+  under 10,000 events, and every character of every text and replace event is charged against
+  the 100,000 allowed. As a reply nears that limit, re-rendering gives way first; a reply that
+  must be cut ends with a note saying so.
 
 State, not a queue, sits between the steps and the stream: a slow reader only makes the next
 delta bigger, never makes memory grow.
@@ -25,14 +29,27 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import fastapi_poe as fp
+from fastapi_poe.types import ErrorType
 
-MAX_REPLY_CHARS = 500_000
-"""Poe accepts replies of up to 512k characters; we stop a little below."""
-MAX_STREAM_EVENTS = 9_000
-"""Text and replace events sent while streaming; Poe allows 10,000 per reply in all."""
-TRUNCATED = "\n\n_(The reply was cut here: it reached Poe's size limit.)_"
+from .limits import (
+    EVENT_LIMIT,
+    FINAL_EVENTS,
+    REPLY_CHAR_LIMIT,
+    STREAM_EVENT_LIMIT,
+    TRUNCATED,
+    Allowance,
+    cut_to,
+    poe_len,
+)
+
 SEPARATOR = "\n\n"
 RULE = "\n\n---\n\n"
+NO_ANSWER = "_(The pipeline finished without a visible answer.)_"
+POE_EXPLAINS = frozenset({"insufficient_fund", "user_message_too_long"})
+"""Error types Poe explains to the user itself: no note repeats them. (Poe shows an error
+event's text to nobody; for other types the note says why.)"""
+NOTE_CAP = 600
+"""Longest error note at the end of a reply (characters); it fits the ending's reserve."""
 
 Event = fp.PartialResponse | fp.DataResponse
 
@@ -66,7 +83,8 @@ class Part:
     @property
     def text(self) -> str:
         if self._chunks:
-            self._text += "".join(self._chunks)
+            # no more than the reply could ever show is kept (the step's own output is whole)
+            self._text = (self._text + "".join(self._chunks))[: REPLY_CHAR_LIMIT + 1]
             self._chunks.clear()
         return self._text
 
@@ -83,7 +101,7 @@ class Part:
 
     def replace(self, text: str) -> None:
         if text != self.text:
-            self._text = text
+            self._text = text[: REPLY_CHAR_LIMIT + 1]
             self._reply.touch()
 
     def note(self, text: str) -> None:
@@ -91,8 +109,9 @@ class Part:
         self.write(f"{SEPARATOR if self.text else ''}> ⚠️ {text}")
 
     def attach(self, attachment: fp.Attachment) -> None:
+        """A file for this part: shown at once, or with the part when it is deferred."""
         self.attachments.append(attachment)
-        if not self.deferred:
+        if not self.deferred or self.closed:
             self._reply.files.append(attachment)
         self._reply.touch()
 
@@ -110,19 +129,26 @@ class Reply:
     def __init__(self, pacing: Pacing | None = None) -> None:
         self.pacing = pacing or Pacing()
         self.parts: list[Part] = []
-        self.files: list[fp.Attachment] = []
-        self.asking: Counter[str] = Counter()  # bots being called right now (for the status)
+        self.files: list[fp.Attachment] = []  # files to send before the next text
+        self.asking: Counter[str] = Counter()  # what the reply waits for now (for the status)
         self.metadata: str | None = None
-        self.error: str | None = None
+        self.error: str | None = None  # why the pipeline failed, shown once
+        # A Poe error type (e.g. insufficient_fund): the reason then goes in an error event
+        # carrying it, so Poe handles it as its own, instead of in a note.
+        self.error_type: ErrorType | None = None
+        self.spent = False  # a dependency call was made: Poe must not retry the message
         self.finished = False
         self._changed = asyncio.Event()
         self._version = 0  # bumped by every change; the full render is cached per version
         self._rendered: tuple[int, str] = (-1, "")
         self._sent = ""
+        self.allowance = Allowance()
         # what was sent, for pacing and for reporting
         self.events = 0
         self.bytes_sent = 0
         self.replaces = 0
+        self.files_sent = 0
+        self.cut = False  # the reply reached Poe's character limit
         self.wakeups = 0  # times the stream loop woke up (it must not spin while held back)
 
     # --- writers --------------------------------------------------------------------------
@@ -143,7 +169,7 @@ class Reply:
 
     @property
     def text(self) -> str:
-        """The reply as it stands (what the user will see once everything is sent)."""
+        """The reply as it stands, before Poe's limits are applied."""
         return self._render()
 
     # --- rendering -------------------------------------------------------------------------
@@ -167,8 +193,6 @@ class Reply:
             pieces.append(text)
             after_sections = part.heading is not None
         text = "".join(pieces)
-        if len(text) > MAX_REPLY_CHARS:
-            text = text[: MAX_REPLY_CHARS - len(TRUNCATED)] + TRUNCATED
         if not live_tail_only:
             self._rendered = (self._version, text)
         return text
@@ -180,8 +204,8 @@ class Reply:
     # --- the event stream ------------------------------------------------------------------
 
     async def stream(self) -> AsyncIterator[Event]:
-        """Poe events for this reply until `finish()`, then the final text, attachments,
-        suggested replies, metadata and error."""
+        """Poe events for this reply until `finish()`, then its files, final text, suggested
+        replies, metadata and error."""
         started = time.monotonic()
         last_event = last_replace = -1e9
         while not self.finished:
@@ -200,7 +224,7 @@ class Reply:
             if wait > 0:
                 await asyncio.sleep(wait)  # pacing: changes meanwhile coalesce into one event
             now = time.monotonic()
-            for event in self._take_files():
+            for event in self._take_files(STREAM_EVENT_LIMIT):
                 yield event
             update = self._update(
                 now - started, replace_ok=now - last_replace >= self.pacing.replace_gap
@@ -214,7 +238,7 @@ class Reply:
             yield last
 
     def _delta_gap(self) -> float | None:
-        if self.events >= MAX_STREAM_EVENTS:
+        if self.events >= STREAM_EVENT_LIMIT:
             return None
         return self.pacing.delta_gap if self.events < 2000 else self.pacing.delta_gap_after_2000
 
@@ -224,7 +248,7 @@ class Reply:
             return max(0.0, started + self.pacing.status_delay - now)
         if self._render() != self._sent and now - last_replace < self.pacing.replace_gap:
             # a re-render held back by time: try again when it is allowed (one held back by
-            # bytes waits for the reply to grow, which is a change)
+            # bytes or characters waits for the reply to grow, which is a change)
             return last_replace + self.pacing.replace_gap - now
         return None
 
@@ -242,17 +266,37 @@ class Reply:
             replace_ok = True
         if target == self._sent:
             return None
+        allowance = self.allowance
         if target.startswith(self._sent):
-            return self._emit(target, replace=False, snapshot=True)
-        if replace_ok and self._affordable(target):
+            # the tail grew: send what Poe's limit allows (the rest waits for the ending)
+            view = cut_to(target, allowance.room(replace=False, final=False))
+            if len(view) <= len(self._sent):
+                return None
+            return self._emit(view, replace=False, snapshot=True)
+        if (
+            replace_ok
+            and self._affordable(target)
+            and allowance.may_rerender(poe_len(target))
+            and poe_len(target) <= allowance.room(replace=True, final=False)
+        ):
             return self._emit(target, replace=True, snapshot=True)
+        # held back: the last part streams on below what the user sees, as long as the
+        # re-render that must follow is still affordable
         live = self._render(live_tail_only=True)
-        if live != self._sent and live.startswith(self._sent):
+        if (
+            live != self._sent
+            and live.startswith(self._sent)
+            and allowance.may_rerender(poe_len(live) - allowance.shown)
+        ):
             return self._emit(live, replace=False, snapshot=False)
         return None
 
-    def _take_files(self) -> list[fp.PartialResponse]:
-        files, self.files = self.files, []
+    def _take_files(self, event_limit: int) -> list[fp.PartialResponse]:
+        """File events for the files waiting, as many as the events left allow."""
+        room = max(0, event_limit - self.events) // 2
+        files, self.files = self.files[:room], self.files[room:]
+        self.events += 2 * len(files)  # fastapi_poe follows each file event with a text event
+        self.files_sent += len(files)
         return [fp.PartialResponse(text="", attachment=attachment) for attachment in files]
 
     def _emit(self, target: str, *, replace: bool, snapshot: bool) -> fp.PartialResponse:
@@ -261,29 +305,54 @@ class Reply:
         self.events += 1
         self.bytes_sent += len(text.encode())
         self.replaces += replace
+        self.allowance.charge(text, replace=replace)
         visible = [part for part in self.parts if part.render()]
         for part in visible if snapshot else visible[-1:]:
             part._shown = part.text
         return fp.PartialResponse(text=text, is_replace_response=replace)
 
     def _final(self) -> list[Event]:
-        events: list[Event] = []
+        """The end of the reply: files first (the last text may show them inline), the last
+        text, suggested replies, metadata, and the error event when there is one."""
+        events: list[Event] = list(self._take_files(EVENT_LIMIT - FINAL_EVENTS))
         target = self._render()
-        if self.error:
-            target = f"{target}{SEPARATOR if target else ''}> ⚠️ {self.error}"
-        if target != self._sent:
-            events.append(
-                self._emit(target, replace=not target.startswith(self._sent), snapshot=True)
-            )
-        events += self._take_files()
+        note = ""
+        if self.error and self.error_type not in POE_EXPLAINS:
+            note = f"{SEPARATOR if target else ''}> ⚠️ {cut_to(self.error, NOTE_CAP)}"
+        elif not target and not self.error_type and not self.files_sent:
+            target = NO_ANSWER  # say so, rather than leave an empty message
+        last = self._closing(target, note)
+        if last is None and not self.allowance.chars and not self.error_type:
+            last = self._emit("", replace=False, snapshot=False)  # Poe needs a text event
+        if last is not None:
+            events.append(last)
+        ending: list[Event] = []
         visible = [part for part in self.parts if part.render()]
         if visible:
-            events += [
+            ending += [
                 fp.PartialResponse(text=suggestion, is_suggested_reply=True)
                 for suggestion in visible[-1].suggestions[:10]
             ]
         if self.metadata is not None:
-            events.append(fp.DataResponse(metadata=self.metadata))
-        if self.error:
-            events.append(fp.ErrorResponse(text=self.error, allow_retry=True))
-        return events
+            ending.append(fp.DataResponse(metadata=self.metadata))
+        if self.error_type:
+            error = self.error or ""
+            ending.append(
+                fp.ErrorResponse(text=error, error_type=self.error_type, allow_retry=not self.spent)
+            )
+        self.events += len(ending)
+        return events + ending
+
+    def _closing(self, target: str, note: str) -> fp.PartialResponse | None:
+        """The last text event: the whole reply and its note, within Poe's limit."""
+        allowance = self.allowance
+        final, self.cut = allowance.fit(target, replace=False, suffix=note)
+        if final.startswith(self._sent):
+            return self._emit(final, replace=False, snapshot=True) if final != self._sent else None
+        room = allowance.room(replace=True)
+        if poe_len(target + note) <= room or room > allowance.shown:
+            final, self.cut = allowance.fit(target, replace=True, suffix=note)
+            return self._emit(final, replace=True, snapshot=True)
+        # a re-render no longer fits and would show less than the user has: keep their view
+        self.cut = True
+        return self._emit(self._sent + TRUNCATED + note, replace=False, snapshot=False)

@@ -41,11 +41,16 @@ import fastapi_poe as fp
 import httpx
 import httpx_sse
 import uvicorn
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROTOCOL_VERSION = "1.2"
 BOT_PREFIX = "/bot/"
 MESSAGE_CALL_LIMIT = 100
+REPLY_CHAR_LIMIT = 100_000
+REPLY_EVENT_LIMIT = 10_000
+IDENTIFIER = re.compile(r"^[a-z]{1,3}-[a-z0-9=]{32}$")  # Poe's identifiers: m-, u-, c-, d-...
+INLINE_REF = re.compile(r"!\[[^\]]*\]\[([^\]\s]+)\]")  # ![title][inline_ref]
 
 
 @dataclass
@@ -63,11 +68,16 @@ class Behavior:
     error_at: int | None = None  # then an error event, and done
     error_text: str = "boom"
     allow_retry: bool = True
+    error_type: str | None = None  # sent with the error event (one of Poe's error types)
     hang_at: int | None = None  # then wait forever (until cancelled)
     http_status: int | None = None  # the call is answered with this status, no stream
+    http_status_first: int | None = None  # only the first N calls per message_id get it
+    headers: dict[str, str] = field(default_factory=dict)  # sent with http_status
     fail_first: int = 0  # the first N calls per message_id answer an error event
     fail_rate: float = 0.0  # the chance that a call answers an error event (load tests)
     attachment: tuple[str, str, str] | None = None  # (url, content_type, name), after the text
+    attachment_at: int | None = None  # instead: the file before token N
+    inline_ref: str | None = None  # the file's inline_ref (text shows it as ![title][ref])
     suggested_replies: list[str] = field(default_factory=list)
     echo: bool = False  # the reply is `echo_text`: JSON describing what the bot received
     # A reply no fastapi_poe bot would send, written by the stand-in itself: "cut" (the
@@ -142,11 +152,26 @@ class ScriptedBot(fp.PoeBot):
             return
         await asyncio.sleep(b.first_token_delay)
         tokens = self.reply_tokens(request)
+        file = None
+        if b.attachment is not None:
+            url, content_type, name = b.attachment
+            file = fp.PartialResponse(
+                text="",
+                attachment=fp.Attachment(
+                    url=url, content_type=content_type, name=name, inline_ref=b.inline_ref
+                ),
+            )
         for i in range(len(tokens) + 1):
+            if file is not None and i == b.attachment_at:
+                yield file
             if i == b.replace_at:
                 yield fp.PartialResponse(text=b.replace_text, is_replace_response=True)
             if i == b.error_at:
-                yield fp.ErrorResponse(text=b.error_text, allow_retry=b.allow_retry)
+                yield fp.ErrorResponse(
+                    text=b.error_text,
+                    allow_retry=b.allow_retry,
+                    error_type=b.error_type,  # type: ignore[arg-type]
+                )
                 return
             if i == b.hang_at:
                 await asyncio.Event().wait()
@@ -155,10 +180,8 @@ class ScriptedBot(fp.PoeBot):
             if i and b.token_gap:
                 await asyncio.sleep(b.token_gap)
             yield fp.PartialResponse(text=tokens[i])
-        if b.attachment is not None:
-            url, content_type, name = b.attachment
-            attachment = fp.Attachment(url=url, content_type=content_type, name=name)
-            yield fp.PartialResponse(text="", attachment=attachment)
+        if file is not None and b.attachment_at is None:
+            yield file
         for suggestion in b.suggested_replies:
             yield fp.PartialResponse(text=suggestion, is_suggested_reply=True)
 
@@ -180,6 +203,8 @@ class StandIn:
         self.calls: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.attempts: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.refused: list[Refusal] = []
+        self.rate_limited_until: dict[str, float] = {}  # caller key -> when it may call again
+        self.too_early: list[tuple[str, str, float]] = []  # (message, bot, seconds too early)
         self.reports: list[dict[str, Any]] = []  # report_error posts the bots received
         self.settings_updates: list[dict[str, Any]] = []
         self.open_streams = self.max_open_streams = self.closed_early = 0
@@ -246,6 +271,7 @@ class StandIn:
         if name.startswith("update_settings/"):
             await self._update_settings(name, payload, send)
             return
+        caller_headers = scope["headers"]
         scope = {**scope, "headers": _with_standin_auth(scope["headers"])}
         if payload.get("type") != "query":  # settings, report_error, ...: not calls
             if name in self.bots:
@@ -254,17 +280,26 @@ class StandIn:
                 await _send_json(send, 404, {"detail": f"Bot {name} does not exist"})
             return
         self.requests.append({**payload, "bot": name})
-        refusal = self._admit(name, payload)
+        refusal = self._admit(name, payload, _bearer(caller_headers))
+        behavior = self.bots[name].behavior if name in self.bots else Behavior()
+        first = behavior.http_status_first
+        message_id = str(payload.get("message_id", ""))
         if refusal is not None:
             await self._refuse(refusal, send)
-        elif (status := self.bots[name].behavior.http_status) is not None:
-            await _send_json(send, status, {"detail": f"Bot {name} answered HTTP {status}"})
+        elif behavior.http_status is not None and (
+            first is None or self.attempts[message_id][name] <= first
+        ):
+            status, headers = behavior.http_status, behavior.headers
+            if status == 429:
+                self._rate_limit(str(payload.get("access_key", "")), headers)
+            detail = {"detail": f"Bot {name} answered HTTP {status}"}
+            await _send_raw(send, status, "application/json", json.dumps(detail).encode(), headers)
         elif (raw := self.bots[name].behavior.raw) is not None:
             await self._stream(scope, _replay(body, receive), send, _raw_reply(raw))
         else:
             await self._stream(scope, _replay(body, receive), send)
 
-    def _admit(self, name: str, payload: dict[str, Any]) -> Refusal | None:
+    def _admit(self, name: str, payload: dict[str, Any], bearer: str) -> Refusal | None:
         """Counts one query as Poe would: an attempt, and a call unless refused."""
         message_id, key = str(payload.get("message_id", "")), str(payload.get("access_key", ""))
         self.attempts[message_id][name] += 1
@@ -272,11 +307,20 @@ class StandIn:
         def refuse(status: int, text: str) -> Refusal:
             return Refusal(message_id, name, key, status, text)
 
+        # "On 429, back off": a call before the time Poe's headers gave is refused again.
+        until = self.rate_limited_until.get(key or bearer)
+        if until is not None and time.monotonic() < until:
+            self.too_early.append((message_id, name, until - time.monotonic()))
+            return refuse(429, "Too many requests: wait as x-ratelimit-reset-requests says")
         if name not in self.bots:
             return refuse(404, f"Bot {name} does not exist")
         if not self.allow_any_caller:
-            if key not in self.dependencies:
+            # Poe attributes a server bot's call by its access key, sent as the bearer token
+            if key not in self.dependencies or bearer != key:
                 return refuse(401, "Invalid access key: unknown to the stand-in")
+            # "metadata ... must be sent when using the API to access other Poe bots"
+            if not IDENTIFIER.match(str(payload.get("metadata", ""))):
+                return refuse(400, "The query lacks Poe's metadata (a d- identifier)")
             hint, declared = self.callers[key], self.dependencies[key].get(name, 0)
             limit = self.message_call_limit
             if declared <= 0:
@@ -289,6 +333,12 @@ class StandIn:
                 return refuse(200, f"Bot {hint} went past {limit} bot calls for one message")
         self.calls[message_id][name] += 1
         return None
+
+    def _rate_limit(self, key: str, headers: Mapping[str, str]) -> None:
+        """Remembers a 429 sent to this caller with the wait its headers gave."""
+        reset = headers.get("x-ratelimit-reset-requests")
+        if reset is not None:
+            self.rate_limited_until[key] = time.monotonic() + float(reset)
 
     async def _refuse(self, refusal: Refusal, send: Send) -> None:
         """Answers as Poe does: HTTP 401/404 with a JSON body, or one error event then done."""
@@ -402,8 +452,17 @@ def _with_standin_auth(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[byt
     return [*kept, (b"authorization", b"Bearer standin")]
 
 
-async def _send_raw(send: Send, status: int, content_type: str, body: bytes) -> None:
+def _bearer(headers: Sequence[tuple[bytes, bytes]]) -> str:
+    value = next((v for k, v in headers if k.lower() == b"authorization"), b"").decode("latin-1")
+    scheme, _, credentials = value.partition(" ")
+    return credentials if scheme.lower() == "bearer" else ""
+
+
+async def _send_raw(
+    send: Send, status: int, content_type: str, body: bytes, extra: Mapping[str, str] = {}
+) -> None:
     headers = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(body))]
+    headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -476,9 +535,29 @@ async def serve_app(
         sock.close()
 
 
+class ProtocolViolation(AssertionError):
+    """A server bot's reply broke a rule of Poe's protocol (the message lists every one)."""
+
+
 @dataclass
 class Reply:
-    """What Poe would have seen of one reply of a server bot."""
+    """What Poe would have seen of one reply of a server bot, checked as Poe checks it.
+
+    Each rule it enforces, with where Poe says it (the Poe Protocol Specification, "Limits"
+    and the `query` response):
+    - "The total length of a bot response (the sum of the length of all `text` events) may
+      not exceed 100,000 characters": `replace_response` text is charged too (Poe does not
+      say it is free), in UTF-16 code units (the larger count);
+    - at most 10,000 events in a reply;
+    - "The bot response must include at least one `text` or `error` event";
+    - "`done`: must be the last event in the stream";
+    - a `file` comes before any text that shows it inline (`![title][inline_ref]`), as
+      fastapi_poe orders them "to ensure responses with inline_ref are sent after attachment
+      is made";
+    - the event data is JSON.
+    Poe's deadlines (first event within 5 s, done within 600 s) are measured
+    (`first_event_at`, `done_at`), not enforced: tests make no timing assertions.
+    """
 
     status: int
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -492,6 +571,63 @@ class Reply:
     bytes_received: int = 0
     first_event_at: float | None = None
     done_at: float | None = None
+    chars: int = 0  # characters charged: every text and replace_response event's text
+    violations: list[str] = field(default_factory=list)
+    _file_refs: dict[str, int] = field(default_factory=dict)  # inline_ref -> its file's event
+    _text_refs: dict[str, int] = field(default_factory=dict)  # reference -> first event using it
+
+    @property
+    def metadata(self) -> str | None:
+        """The reply's metadata as Poe keeps it: the last `data` event's."""
+        return self.data[-1] if self.data else None
+
+    def apply(self, name: str, data: dict[str, Any]) -> None:
+        """Updates the reply as Poe's display would with one event, checking the rules."""
+        index = len(self.events)
+        if self.done:
+            self.violations.append(f"event {index} ({name}) came after 'done'")
+        self.events.append((name, data))
+        if len(self.events) == REPLY_EVENT_LIMIT + 1:
+            self.violations.append(f"more than {REPLY_EVENT_LIMIT:,} events in one reply")
+        if "invalid" in data:
+            self.violations.append(f"event {index} ({name}) has data that is not JSON")
+        text = str(data.get("text", ""))
+        if name in ("text", "replace_response"):
+            before, self.chars = self.chars, self.chars + len(text.encode("utf-16-le")) // 2
+            if before <= REPLY_CHAR_LIMIT < self.chars:
+                self.violations.append(
+                    f"the reply's text and replace_response events add up to over "
+                    f"{REPLY_CHAR_LIMIT:,} characters (at event {index})"
+                )
+            self.text = self.text + text if name == "text" else text
+            scanned = self.text[-(len(text) + 200) :] if name == "text" else self.text
+            for ref in INLINE_REF.findall(scanned):
+                self._text_refs.setdefault(ref, index)
+        elif name == "suggested_reply":
+            self.suggested.append(text)
+        elif name == "file":
+            self.files.append(data)
+            ref = data.get("inline_ref")
+            if isinstance(ref, str) and ref:
+                self._file_refs.setdefault(ref, index)
+                if ref in self._text_refs:
+                    self.violations.append(
+                        f"text showed inline_ref {ref!r} (event {self._text_refs[ref]}) "
+                        f"before its file arrived (event {index})"
+                    )
+        elif name == "error":
+            self.errors.append(data)
+        elif name == "data":
+            self.data.append(str(data.get("metadata", "")))
+        elif name == "done":
+            self.done = True
+            if not any(kind in ("text", "error") for kind, _ in self.events):
+                self.violations.append("the reply has neither a text nor an error event")
+
+    def end(self) -> None:
+        """The stream closed: a reply without 'done' is incomplete."""
+        if not self.done:
+            self.violations.append("the stream ended without a 'done' event")
 
 
 async def poe_query(
@@ -499,10 +635,13 @@ async def poe_query(
     url: str,
     access_key: str | None,
     text_or_messages: str | Sequence[Mapping[str, Any] | fp.ProtocolMessage],
+    *,
+    strict: bool = True,
     **options: Any,
 ) -> Reply:
     """POSTs a Poe query (Bearer `access_key`) to a server bot and reads its SSE reply;
-    `options` are those of `query_body`."""
+    `options` are those of `query_body`. A reply that breaks Poe's rules raises
+    ProtocolViolation, unless `strict` is false (then see `reply.violations`)."""
     body = query_body(text_or_messages, **options)
     headers = {"Authorization": f"Bearer {access_key}"} if access_key is not None else {}
     start = time.perf_counter()
@@ -519,24 +658,68 @@ async def poe_query(
             async for event in source.aiter_sse():
                 if reply.first_event_at is None:
                     reply.first_event_at = time.perf_counter() - start
-                _apply(reply, event.event, _event_data(event.data))
+                reply.apply(event.event, _event_data(event.data))
                 if event.event == "done":
                     reply.done_at = time.perf_counter() - start
+            reply.end()
         reply.bytes_received = response.num_bytes_downloaded
+    if strict and reply.violations:
+        raise ProtocolViolation("; ".join(reply.violations))
     return reply
+
+
+class _Relay(fp.PoeBot):
+    """A fastapi_poe bot that sends the events it is given (to read them as Poe would)."""
+
+    def __init__(self, events: AsyncIterable[fp.PartialResponse | fp.DataResponse]) -> None:
+        super().__init__(path="/relay", access_key=None, should_insert_attachment_messages=False)
+        self.events = events
+
+    async def get_response(
+        self, request: fp.QueryRequest
+    ) -> AsyncIterable[fp.PartialResponse | fp.DataResponse]:
+        async for event in self.events:
+            yield event
+
+
+async def read_events(
+    events: AsyncIterable[fp.PartialResponse | fp.DataResponse],
+    *,
+    into: Reply | None = None,
+    strict: bool = True,
+) -> Reply:
+    """Reads a server bot's events as Poe would, without HTTP: fastapi_poe turns them into
+    the server-sent events it would send, and `Reply` (`into`, or a new one) checks them."""
+    request = fp.QueryRequest.model_validate(query_body("relay"))
+    http_request = Request({"type": "http", "method": "POST", "path": "/relay", "headers": []})
+    reply = into or Reply(status=200)
+    async for sse in _Relay(events).handle_query(
+        request, fp.RequestContext(http_request=http_request)
+    ):
+        reply.apply(str(sse.event), _event_data(str(sse.data)))
+    reply.end()
+    if strict and reply.violations:
+        raise ProtocolViolation("; ".join(reply.violations))
+    return reply
+
+
+def identifier(tag: str) -> str:
+    """A fresh Poe identifier: a tag, a hyphen, 32 lowercase letters and digits."""
+    return f"{tag}-{uuid.uuid4().hex}"
 
 
 def query_body(
     text_or_messages: str | Sequence[Mapping[str, Any] | fp.ProtocolMessage],
     *,
     message_id: str | None = None,
-    user_id: str = "u-1",
-    conversation_id: str = "c-1",
+    user_id: str = "u-" + "1" * 32,
+    conversation_id: str = "c-" + "1" * 32,
     parameters: Mapping[str, Any] | None = None,
     attachments: Sequence[Mapping[str, Any] | fp.Attachment] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON body of a Poe `query` request (message_id defaults to a fresh uuid4 hex).
+    """The JSON body of a Poe `query` request, with Poe-shaped identifiers (message_id and
+    Poe's own `metadata` are fresh for each query).
 
     A string is one user message; parameters and attachments go on the last message."""
     if isinstance(text_or_messages, str):
@@ -554,8 +737,8 @@ def query_body(
         ]
     return {
         "version": PROTOCOL_VERSION, "type": "query", "query": messages, "user_id": user_id,
-        "conversation_id": conversation_id, "message_id": message_id or uuid.uuid4().hex,
-        **(extra or {}),
+        "conversation_id": conversation_id, "message_id": message_id or identifier("m"),
+        "metadata": identifier("d"), **(extra or {}),
     }  # fmt: skip
 
 
@@ -565,22 +748,3 @@ def _event_data(raw: str) -> dict[str, Any]:
     except ValueError:
         data = None
     return data if isinstance(data, dict) else {"invalid": raw}  # Poe would report_error
-
-
-def _apply(reply: Reply, name: str, data: dict[str, Any]) -> None:
-    """Updates `reply` as Poe's display would with one SSE event."""
-    reply.events.append((name, data))
-    text = str(data.get("text", ""))
-    if name == "text":
-        reply.text += text
-    elif name == "replace_response":
-        reply.text = text
-    elif name == "suggested_reply":
-        reply.suggested.append(text)
-    elif name == "file":
-        reply.files.append(data)
-    elif name == "error":
-        reply.errors.append(data)
-    elif name == "data":
-        reply.data.append(str(data.get("metadata", "")))
-    reply.done = reply.done or name == "done"

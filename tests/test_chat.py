@@ -99,3 +99,22 @@ async def test_an_unknown_bot_id_lists_the_bots() -> None:
     code, out, err = await chat("nobody", "--dry-run", "-m", "hi")
     assert code == 2
     assert "no bot 'nobody'" in err and "council" in err
+
+
+async def test_the_trace_shows_a_wait_for_poes_rate_limit(tmp_path: Path) -> None:
+    config = tmp_path / "pipelines.yaml"
+    config.write_text("version: 1\nbots:\n  patient:\n    steps: [{bot: Busy, retries: 1}]\n")
+    busy = Behavior(
+        text="answered",
+        http_status=429,
+        http_status_first=1,
+        headers={"x-ratelimit-reset-requests": "0.2"},
+    )
+    async with StandIn({"Busy": busy}) as standin:
+        standin.allow_any_caller = True
+        env = {"POE_API_KEY": "user-key", "POE_BASE_URL": standin.base_url}
+        code, out, err = await chat("patient", "--config", str(config), "-m", "hi", env=env)
+    assert code == 0, err
+    wait = next(line for line in out.splitlines() if " wait " in line)
+    assert "Busy" in wait and "HTTP 429: waited as Poe's headers asked" in wait
+    assert "answered" in out and standin.too_early == []

@@ -85,8 +85,9 @@ async def test_odd_but_valid_requests_get_a_clean_reply() -> None:
         huge = await s.ask("words", "z" * 5_000_000)
     assert empty.done and empty.text == "you said: "
     assert extra.done and extra.text == "you said: hi"
-    assert long_history.done and json.loads(long_history.text)["messages"] == 10_001
-    assert huge.done and huge.status == 200 and len(huge.text) <= 500_000  # cut, not crashed
+    # the echo of 10,001 messages is cut at Poe's limit; it begins with the count
+    assert long_history.done and '"messages": 10001' in long_history.text[:200]
+    assert huge.done and huge.status == 200  # answered (Poe explains the error), not crashed
 
 
 # --- the fuzz ---------------------------------------------------------------------------------

@@ -4,31 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
 
 import fastapi_poe as fp
 
-from bots.reply import MAX_REPLY_CHARS, MAX_STREAM_EVENTS, Pacing, Reply
+from bots.limits import REPLY_CHAR_LIMIT, STREAM_EVENT_LIMIT, TRUNCATED
+from bots.reply import NO_ANSWER, Pacing, Reply
+from tests.standin import Reply as PoeReply
+from tests.standin import read_events
 
 FAST = Pacing(delta_gap=0.0, delta_gap_after_2000=0.0, replace_gap=0.01, status_delay=0.05)
 
 
 class Seen:
-    """Plays Poe: applies the events as the user's view."""
+    """Plays Poe: reads the reply's events as fastapi_poe sends them, checking Poe's rules
+    (`standin.Reply`), and keeps each view the user had."""
 
     def __init__(self) -> None:
-        self.text = ""
         self.views: list[str] = []
         self.events: list[fp.PartialResponse | fp.DataResponse] = []
+        self.poe = PoeReply(status=200)
+
+    @property
+    def text(self) -> str:
+        return self.poe.text
 
     async def read(self, reply: Reply) -> None:
-        async for event in reply.stream():
-            self.events.append(event)
-            if isinstance(event, fp.DataResponse) or event.is_suggested_reply or event.attachment:
-                continue
-            if isinstance(event, fp.ErrorResponse):
-                continue
-            self.text = event.text if event.is_replace_response else self.text + event.text
-            self.views.append(self.text)
+        async def recorded() -> AsyncIterator[fp.PartialResponse | fp.DataResponse]:
+            async for event in reply.stream():
+                self.events.append(event)
+                yield event
+                if not isinstance(event, fp.DataResponse) and not event.attachment:
+                    self.views.append(self.poe.text)
+
+        await read_events(recorded(), into=self.poe)
 
 
 async def test_parallel_sections_keep_each_branch_after_replace() -> None:
@@ -101,7 +110,7 @@ async def test_a_flood_of_tiny_tokens_stays_under_poes_event_limit() -> None:
     reply.finish()
     await reader
     assert len(seen.events) <= 10_000
-    assert reply.events <= MAX_STREAM_EVENTS + 1
+    assert reply.events <= STREAM_EVENT_LIMIT + 1
     assert seen.text == "x" * 12_000
 
 
@@ -140,18 +149,86 @@ async def test_final_parts_appear_only_when_closed_with_their_attachments() -> N
     assert [f.name for f in files if f] == ["y.png"]
 
 
-async def test_reply_is_cut_below_poes_size_limit() -> None:
+async def test_a_reply_over_poes_limit_is_cut_with_a_note() -> None:
     reply = Reply(FAST)
     seen = Seen()
     reader = asyncio.create_task(seen.read(reply))
-    reply.add_part().write("y" * (MAX_REPLY_CHARS + 10_000))
+    reply.add_part().write("y" * (REPLY_CHAR_LIMIT + 10_000))
     reply.finish()
     await reader
-    assert len(seen.text) <= MAX_REPLY_CHARS
-    assert seen.text.endswith("size limit.)_")
+    assert seen.poe.chars <= REPLY_CHAR_LIMIT  # (the strict reader also checks it)
+    assert seen.text.endswith(TRUNCATED) and seen.text.startswith("y" * 90_000)
+    assert reply.cut
 
 
-async def test_error_suggestions_and_metadata_come_last() -> None:
+async def test_emoji_count_twice_against_the_limit() -> None:
+    reply = Reply(FAST)
+    seen = Seen()
+    reader = asyncio.create_task(seen.read(reply))
+    reply.add_part().write("😀" * 60_000)  # 60,000 code points, 120,000 UTF-16 units
+    reply.finish()
+    await reader
+    assert seen.text.endswith(TRUNCATED) and seen.poe.chars <= REPLY_CHAR_LIMIT
+    assert "\ud83d" not in seen.text.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+
+
+async def test_rerendering_gives_way_as_a_reply_nears_the_limit() -> None:
+    """Three live sections of 30,000 characters each: re-rendering them all as they grow
+    would send several times the limit. Re-renders stop at half the limit, and the reply
+    ends cut, with a note, within the limit; what the user sees is the reply up to the cut."""
+    reply = Reply(Pacing(delta_gap=0.0, replace_gap=0.005, status_delay=0.05))
+    seen = Seen()
+    reader = asyncio.create_task(seen.read(reply))
+    parts = [reply.add_part(name) for name in ("gpt", "claude", "gemini")]
+    for _ in range(300):
+        for part in parts:
+            part.write("w" * 99 + " ")
+        await asyncio.sleep(0.001)
+    reply.finish()
+    await reader
+    assert reply.replaces >= 3  # sections were live while the reply was small
+    assert seen.poe.chars <= REPLY_CHAR_LIMIT
+    assert seen.text.endswith(TRUNCATED) and reply.text.startswith(seen.text[: -len(TRUNCATED)])
+
+
+async def test_ordinary_live_sections_are_never_cut() -> None:
+    reply = Reply(Pacing(delta_gap=0.0, replace_gap=0.005, status_delay=0.05))
+    seen = Seen()
+    reader = asyncio.create_task(seen.read(reply))
+    parts = [reply.add_part(name) for name in ("gpt", "claude", "gemini")]
+    for i in range(400):  # about 4,500 characters each
+        for part in parts:
+            part.write(f"word{i} ")
+        await asyncio.sleep(0.001)
+    reply.finish()
+    await reader
+    assert seen.text == reply.text and not reply.cut
+    assert reply.replaces >= 3
+
+
+async def test_a_file_reaches_poe_before_the_text_that_shows_it() -> None:
+    picture = fp.Attachment(
+        url="https://x/cat.png", content_type="image/png", name="cat.png", inline_ref="cat1"
+    )
+    reply = Reply(FAST)
+    seen = Seen()
+    reader = asyncio.create_task(seen.read(reply))
+    live, later = reply.add_part(), reply.add_part(deferred=True)
+    live.attach(picture)
+    live.write("Here: ![a cat][cat1]")  # in the same instant: one wake-up sends both
+    later.attach(picture.model_copy(update={"inline_ref": "cat2", "name": "cat2.png"}))
+    later.write("And again: ![another][cat2]")
+    await asyncio.sleep(0.05)
+    later.close()  # a `final` part: its file and its text appear together, the file first
+    reply.finish()
+    await reader  # the strict reader fails on a reference before its file
+    names = [name for name, _ in seen.poe.events]
+    assert names.index("file") < names.index("text")
+    assert [f["name"] for f in seen.poe.files] == ["cat.png", "cat2.png"]
+    assert seen.text.endswith("And again: ![another][cat2]")
+
+
+async def test_a_failed_pipeline_ends_with_its_partial_answer_and_one_note() -> None:
     reply = Reply(FAST)
     seen = Seen()
     reader = asyncio.create_task(seen.read(reply))
@@ -160,12 +237,38 @@ async def test_error_suggestions_and_metadata_come_last() -> None:
     part.suggestions = ["Tell me more"]
     reply.metadata = '{"v": 1}'
     reply.error = "GPT-5 failed: boom"
+    reply.spent = True
     reply.finish()
     await reader
     kinds = [type(e).__name__ for e in seen.events]
-    assert kinds[-1] == "ErrorResponse" and kinds[-2] == "DataResponse"
+    assert kinds[-1] == "DataResponse" and "ErrorResponse" not in kinds
     assert seen.text == "partial\n\n> ⚠️ GPT-5 failed: boom"
-    assert any(isinstance(e, fp.PartialResponse) and e.is_suggested_reply for e in seen.events)
+    assert not seen.poe.errors
+    assert seen.poe.suggested == ["Tell me more"]
+
+
+async def test_a_failure_poe_has_a_type_for_goes_in_an_error_event_poe_must_not_retry() -> None:
+    reply = Reply(FAST)
+    seen = Seen()
+    reader = asyncio.create_task(seen.read(reply))
+    reply.add_part().write("partial")
+    reply.error, reply.error_type, reply.spent = "out of points", "insufficient_fund", True
+    reply.finish()
+    await reader
+    assert seen.text == "partial"  # the reason is said once: by Poe, from the error type
+    assert seen.poe.errors == [
+        {"allow_retry": False, "text": "out of points", "error_type": "insufficient_fund"}
+    ]
+
+
+async def test_an_empty_pipeline_still_answers_with_text() -> None:
+    reply = Reply(FAST)
+    seen = Seen()
+    reader = asyncio.create_task(seen.read(reply))
+    reply.add_part()
+    reply.finish()
+    await reader
+    assert seen.text == NO_ANSWER
 
 
 async def test_a_re_render_held_back_by_bytes_waits_instead_of_spinning() -> None:

@@ -23,6 +23,7 @@ from tests.standin import (
     StandIn,
     chunks,
     echo_text,
+    identifier,
     poe_query,
     serve_app,
 )
@@ -45,6 +46,7 @@ def query(text: str = "hi", message_id: str = "m-1", key: str = KEY) -> fp.Query
         user_id="u-1",
         conversation_id="c-1",
         message_id=message_id,
+        metadata=identifier("d"),
         access_key=key,
     )
 
@@ -395,7 +397,7 @@ async def test_register_caller_from_a_server_bots_settings(http: httpx.AsyncClie
     logged = standin.requests[0]
     assert (logged["access_key"], logged["user_id"], logged["message_id"]) == (
         bot.access_key,
-        "u-1",
+        "u-" + "1" * 32,
         "m-5",
     )
 

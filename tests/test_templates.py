@@ -88,4 +88,7 @@ async def test_a_giant_prompt_gets_a_clear_message_instead_of_an_upstream_call()
         reply = await s.ask("big", "y" * 5_000_000)
         assert not s.requests_to("Echo")
     assert reply.status == 200 and reply.done
+    # the user's own message is too long: Poe has an error type for that, and explains it
+    assert reply.errors[0]["error_type"] == "user_message_too_long"
     assert reply.errors[0]["text"].startswith("the prompt for Echo would be 5,000,000 characters")
+    assert reply.errors[0]["allow_retry"] is True  # no call was made
