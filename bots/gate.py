@@ -2,9 +2,10 @@
 
 fastapi_poe answers malformed requests with a 500 (or a traceback in the logs), accepts any
 bot's key only through its own dependency, and demands an Authorization header even for a bot
-served without a key. The gate, a plain ASGI middleware, gives every bad request a clear 4xx
-instead, checks each bot's own key (constant-time), and lets a keyless local bot be called
-without a header.
+served without a key. The gate, a plain ASGI middleware, checks each bot's own key first
+(constant-time), lets a keyless local bot be called without a header, then has `protocol` read
+the body as Poe's spec asks: what is to be ignored is left out, and every bad request gets a
+clear 4xx (or 501 for a request type it does not know) instead of a 500.
 """
 
 from __future__ import annotations
@@ -12,27 +13,13 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Mapping
-from typing import Any
 
-import fastapi_poe as fp
-from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import protocol
+from .protocol import Refused
+
 MAX_BODY_BYTES = 16 * 1024 * 1024
-REQUEST_MODELS: dict[str, type[fp.types.BaseRequest]] = {
-    "query": fp.QueryRequest,
-    "settings": fp.SettingsRequest,
-    "report_feedback": fp.ReportFeedbackRequest,
-    "report_reaction": fp.ReportReactionRequest,
-    "report_error": fp.ReportErrorRequest,
-}
-
-
-class Refused(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 class Gate:
@@ -49,10 +36,12 @@ class Gate:
             return
         try:
             headers = self._authorize(scope, self.keys[path])
-            body = await _read_body(receive)
-            _check(body)
+            body = protocol.read(await _read_body(receive))
         except Refused as refused:
-            await _answer(send, refused.status, refused.detail)
+            await _answer(send, refused.status, {"detail": refused.detail})
+            return
+        if body is protocol.IGNORED:
+            await _answer(send, 200, {})  # "The server's response is ignored"
             return
         replayed = False
 
@@ -97,32 +86,8 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def _check(body: bytes) -> None:
-    try:
-        data: Any = json.loads(body)
-    except ValueError:
-        raise Refused(400, "the request body is not JSON") from None
-    if not isinstance(data, dict):
-        raise Refused(400, "the request body must be a JSON object")
-    kind = data.get("type")
-    model = REQUEST_MODELS.get(kind) if isinstance(kind, str) else None
-    if model is None:
-        allowed = ", ".join(REQUEST_MODELS)
-        raise Refused(400, f"unknown request type {str(kind)[:40]!r}; expected one of: {allowed}")
-    try:
-        request = model.model_validate(data)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
-            for error in e.errors(include_input=False)[:5]
-        )
-        raise Refused(422, f"invalid {kind} request: {problems}") from None
-    if isinstance(request, fp.QueryRequest) and not request.query:
-        raise Refused(422, "invalid query request: 'query' has no messages")
-
-
-async def _answer(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+async def _answer(send: Send, status: int, content: dict[str, str]) -> None:
+    body = json.dumps(content).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))

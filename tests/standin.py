@@ -668,6 +668,52 @@ async def poe_query(
     return reply
 
 
+UNUSUAL_MESSAGES: list[dict[str, Any]] = [
+    # "More roles may be added in the future. Bot servers should ignore messages with roles
+    # they do not recognize."
+    {"role": "narrator", "content": "A new kind of message.", "content_type": "text/markdown"},
+    # "Bots should ignore messages with content types they do not understand."
+    {"role": "user", "content": "<b>rich</b>", "content_type": "text/html"},
+    # feedback of a type Poe may add, feedback without its optional reason, a reaction without
+    # user_id, and null where a list is expected
+    {
+        "role": "user", "content": "an ordinary message with odd extras",
+        "content_type": "text/markdown", "attachments": None,
+        "feedback": [{"type": "love"}, {"type": "like"}], "reactions": [{"reaction": "+1"}],
+    },
+]  # fmt: skip
+
+
+class PoeChat:
+    """Plays Poe for one conversation with a server bot: every turn sends the whole history,
+    each earlier bot message carrying the metadata its reply sent (the last `data` event),
+    as Poe does. With `unusual`, each turn also adds the kinds of messages Poe's spec tells
+    bots to ignore or tolerate (`UNUSUAL_MESSAGES`) to the history."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, url: str, key: str | None, *, unusual: bool = False
+    ) -> None:
+        self.http, self.url, self.key, self.unusual = http, url, key, unusual
+        self.history: list[dict[str, Any]] = []
+        self.conversation_id = identifier("c")
+
+    async def say(self, text: str, **options: Any) -> Reply:
+        message = {"role": "user", "content": text, "content_type": "text/markdown"}
+        message["message_id"] = identifier("m")
+        reply = await poe_query(
+            self.http, self.url, self.key, [*self.history, message],
+            conversation_id=self.conversation_id, **options,
+        )  # fmt: skip
+        if self.unusual:
+            self.history += UNUSUAL_MESSAGES
+        self.history += [
+            message,
+            {"role": "bot", "content": reply.text, "content_type": "text/markdown",
+             "metadata": reply.metadata, "message_id": identifier("m")},
+        ]  # fmt: skip
+        return reply
+
+
 class _Relay(fp.PoeBot):
     """A fastapi_poe bot that sends the events it is given (to read them as Poe would)."""
 

@@ -14,7 +14,7 @@ import json
 from bots.limits import REPLY_CHAR_LIMIT, TRUNCATED
 from bots.reply import Pacing
 from tests.conftest import serve_pipelines
-from tests.standin import Behavior
+from tests.standin import Behavior, PoeChat, identifier
 
 FAST = Pacing(delta_gap=0.005, replace_gap=0.02, status_delay=0.05)
 
@@ -195,3 +195,69 @@ async def test_retries_made_at_once_after_a_429_would_be_refused() -> None:
     assert len(s.standin.too_early) == 1
     assert "HTTP 429" in reply.text
     assert json.dumps(reply.errors) == "[]"
+
+
+# --- tolerant where the spec says ignore --------------------------------------------------
+
+ECHO_YAML = """\
+    version: 1
+    bots:
+      echo:
+        steps: [{bot: Echo}]
+      words:
+        steps: [{text: "{{ conversation | length }} messages; last: {{ message }}"}]
+"""
+
+
+async def test_messages_of_unknown_roles_and_content_types_are_ignored_not_refused() -> None:
+    """`role`: "More roles may be added in the future. Bot servers should ignore messages with
+    roles they do not recognize." `content_type`: "Bots should ignore messages with content
+    types they do not understand." Feedback: "More types may be added ... bot servers should
+    ignore types they do not recognize"; its `reason` "may be omitted". Poe resends the whole
+    conversation every turn, so refusing one such message would end the chat."""
+    async with serve_pipelines(ECHO_YAML, {"Echo": Behavior(echo=True)}) as s:
+        chat = PoeChat(s.http, f"{s.url}/echo", s.keys["echo"], unusual=True)
+        replies = [await chat.say(f"turn {i}") for i in range(3)]
+        words = PoeChat(s.http, f"{s.url}/words", s.keys["words"], unusual=True)
+        counted = [await words.say(f"turn {i}") for i in range(2)]
+    seen = json.loads(replies[-1].text)
+    assert all(r.status == 200 and r.done for r in replies)
+    assert "narrator" not in seen["roles"] and "<b>rich</b>" not in json.dumps(seen["history"])
+    assert seen["last"] == "turn 2"
+    # the odd-but-known message stays, with its unknown feedback ignored
+    assert ["user", "an ordinary message with odd extras"] in seen["history"]
+    # templates see the conversation without them too: 2 turns, 1 odd message, 1 new message
+    assert counted[-1].text == "4 messages; last: turn 1"
+
+
+async def test_report_requests_of_kinds_poe_may_add_are_acknowledged() -> None:
+    """`report_feedback`: "Additional types may be added in the future; bot servers should
+    ignore feedback with types they do not recognize"; "The server's response is ignored"."""
+    base = {"version": "1.2", "message_id": identifier("m"), "conversation_id": identifier("c")}
+    bodies = [
+        {**base, "type": "report_feedback", "user_id": identifier("u"), "feedback_type": "love"},
+        {**base, "type": "report_feedback", "user_id": identifier("u"), "feedback_type": "like"},
+        {**base, "type": "report_reaction", "reaction": "heart"},  # no user_id
+        {**base, "type": "report_reaction", "user_id": identifier("u"), "reaction": None},
+        {"version": "1.2", "type": "report_error", "message": "x", "metadata": None},
+    ]
+    async with serve_pipelines(ECHO_YAML, {"Echo": Behavior(echo=True)}) as s:
+        headers = {"Authorization": f"Bearer {s.keys['echo']}"}
+        answers = [await s.http.post(f"{s.url}/echo", json=b, headers=headers) for b in bodies]
+    assert [a.status_code for a in answers] == [200] * len(bodies)
+
+
+async def test_unknown_request_types_get_501_after_the_key_check() -> None:
+    """ "Additional request types may be added in the future. Bot servers should ignore any
+    request types they do not understand, ideally by sending a `501 Not Implemented` HTTP
+    response." The access key is still checked first."""
+    body = {"version": "1.2", "type": "report_typing", "user_id": identifier("u")}
+    async with serve_pipelines(ECHO_YAML, {"Echo": Behavior(echo=True)}) as s:
+        own = {"Authorization": f"Bearer {s.keys['echo']}"}
+        wrong = {"Authorization": "Bearer " + "w" * 32}
+        known = await s.http.post(f"{s.url}/echo", json=body, headers=own)
+        refused = await s.http.post(f"{s.url}/echo", json=body, headers=wrong)
+        no_query = await s.http.post(f"{s.url}/echo", json={"version": "1.2", "type": "query"})
+    assert known.status_code == 501 and "report_typing" in known.json()["detail"]
+    assert refused.status_code == 401
+    assert no_query.status_code == 401  # no key at all: refused before the body is read

@@ -52,9 +52,7 @@ async def test_the_readmes_curl_query_gets_a_streamed_reply() -> None:
         standin.allow_any_caller = True
         env = {"POE_BASE_URL": standin.base_url}
         async with serving_process("-m", "bots", "serve", env=env) as (url, _):
-            args = shlex.split(
-                command.group(1).replace("localhost:8080", url)
-            )
+            args = shlex.split(command.group(1).replace("localhost:8080", url))
             curl = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
             async with asyncio.timeout(30):
                 out, _ = await curl.communicate()
