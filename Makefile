@@ -28,6 +28,7 @@ serve: $(BIN)/activate
 load: $(BIN)/activate
 	LOAD_CHATS=500 LOAD_SECONDS=60 $(BIN)/python -m pytest tests/test_load.py -s --timeout 900 -q
 
-# The benchmark: prints the table and writes bench-results/results.json.
+# The benchmarks: print their tables and write bench-results/results.json and conversation.json.
 bench: $(BIN)/activate
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.conversation

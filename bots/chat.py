@@ -155,10 +155,13 @@ class Chat:
         run = Run(self.plan, request, reply, self.caller)
         screen = Screen(self.out)
         shown = ""
+        metadata: str | None = None
         async with asyncio.TaskGroup() as group:
             group.create_task(run.execute())
             async for event in reply.stream():
-                if isinstance(event, fp.PartialResponse) and not (
+                if isinstance(event, fp.DataResponse):
+                    metadata = event.metadata  # as Poe keeps it: the last data event
+                elif isinstance(event, fp.PartialResponse) and not (
                     event.is_suggested_reply
                     or event.attachment
                     or isinstance(event, fp.ErrorResponse)
@@ -174,7 +177,7 @@ class Chat:
         screen.done(shown)
         self.history += [
             message,
-            fp.ProtocolMessage(role="bot", content=shown, metadata=reply.metadata),
+            fp.ProtocolMessage(role="bot", content=shown, metadata=metadata),
         ]
         if self.options.trace:
             self.out.write(trace_table(run.trace, run.guard.calls, self.plan.cost.total) + "\n")

@@ -83,7 +83,8 @@ class Run:
     call_timeout: float = DEFAULT_CALL_TIMEOUT
     guard: CallGuard = field(init=False)
     variables: dict[str, Any] = field(init=False)
-    calls: dict[str, dict[str, str]] = field(default_factory=dict)
+    history: conversation.History = field(init=False)
+    calls: dict[str, conversation.Record] = field(default_factory=dict)  # per call step
     trace: list[TraceEntry] = field(default_factory=list)
     # every failed try: its step, bot and a reason fit for logs (nothing a dependency wrote)
     failures: list[dict[str, str]] = field(default_factory=list)
@@ -93,6 +94,7 @@ class Run:
     def __post_init__(self) -> None:
         self.guard = CallGuard(Counter(self.plan.dependencies), self.plan.cost.total)
         self.variables = conversation.template_variables(self.request)
+        self.history = conversation.History(self.request)
         # every id is defined from the start ("" until its step runs): the loader has checked
         # the order, and steps in routes not taken or loops not yet run read as empty
         self.variables.update(dict.fromkeys(ids_in(self.plan.spec.steps), ""))
@@ -120,7 +122,8 @@ class Run:
         finally:
             top.close()
             if self.calls:
-                self.reply.metadata = conversation.write_metadata(self.calls)
+                calls = self.calls
+                self.reply.metadata = lambda shown: conversation.write_metadata(calls, shown)
             self.reply.finish()
 
     # --- structure -------------------------------------------------------------------------
@@ -307,11 +310,12 @@ class Run:
             )
         messages = conversation.call_messages(
             self.request,
+            self.history,
             step.path,
             prompt=prompt,
             system=system,
             parameters=parameters,
-            history=step.history,
+            use_history=step.history,
             attachments=step.attachments,
         )
         request = conversation.forward(self.request, messages)

@@ -19,7 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import protocol
 from .protocol import Refused
 
-MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Poe resends the whole conversation (up to 1,000 messages) every turn: 500 replies of 8,000
+CJK characters, escaped as JSON, are about 25 MB; this leaves room beyond that."""
 
 
 class Gate:

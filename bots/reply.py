@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import fastapi_poe as fp
@@ -131,7 +131,8 @@ class Reply:
         self.parts: list[Part] = []
         self.files: list[fp.Attachment] = []  # files to send before the next text
         self.asking: Counter[str] = Counter()  # what the reply waits for now (for the status)
-        self.metadata: str | None = None
+        # makes the reply's metadata from the text the user was finally shown
+        self.metadata: Callable[[str], str] | None = None
         self.error: str | None = None  # why the pipeline failed, shown once
         # A Poe error type (e.g. insufficient_fund): the reason then goes in an error event
         # carrying it, so Poe handles it as its own, instead of in a note.
@@ -334,7 +335,7 @@ class Reply:
                 for suggestion in visible[-1].suggestions[:10]
             ]
         if self.metadata is not None:
-            ending.append(fp.DataResponse(metadata=self.metadata))
+            ending.append(fp.DataResponse(metadata=self.metadata(self._sent)))
         if self.error_type:
             error = self.error or ""
             ending.append(

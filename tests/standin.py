@@ -644,8 +644,14 @@ async def poe_query(
     ProtocolViolation, unless `strict` is false (then see `reply.violations`)."""
     body = query_body(text_or_messages, **options)
     headers = {"Authorization": f"Bearer {access_key}"} if access_key is not None else {}
+    # JSON as Python writes it by default: non-ASCII escaped, the larger of the encodings Poe
+    # may use (a CJK character takes 6 bytes)
+    headers["Content-Type"] = "application/json"
+    content = json.dumps(body).encode()
     start = time.perf_counter()
-    async with httpx_sse.aconnect_sse(client, "POST", url, json=body, headers=headers) as source:
+    async with httpx_sse.aconnect_sse(
+        client, "POST", url, content=content, headers=headers
+    ) as source:
         response = source.response
         reply = Reply(status=response.status_code)
         if "text/event-stream" not in response.headers.get("content-type", ""):

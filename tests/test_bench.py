@@ -106,3 +106,21 @@ def test_quick_benchmark_completes_without_errors_and_reports_every_figure(
     targets = results["targets"]
     assert {t["section"] for t in targets} == {"overhead", "fan-out", "live merge", "scale"}
     assert all(is_figure(t["value"]) and isinstance(t["met"], bool) for t in targets), targets
+
+
+def test_the_conversation_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "conversation.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.conversation", "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    for script in json.loads(out.read_text()):
+        for turn in script["per_turn"]:
+            assert not missing("per_turn", turn, ["metadata_chars", "metadata_bytes_in_request"])
+        conversation = script["conversation"]
+        assert conversation["messages"] == 1_000 and is_figure(conversation["request_bytes"])
+        for length in ("short", "long"):
+            assert conversation[length]["statuses"] == [200], (script["script"], length)
+            assert not missing(length, conversation[length], ["first_event_s", "done_s"])
+    assert "a 1,000-message conversation" in result.stdout

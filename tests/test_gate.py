@@ -57,7 +57,7 @@ MALFORMED: dict[str, tuple[bytes, int]] = {
     "only unknown roles": (json.dumps(with_(query=[{"role": "x", "content": "x"}])).encode(), 422),
     "content missing": (json.dumps(with_(query=[{"role": "user"}])).encode(), 422),
     "empty query": (json.dumps(with_(query=[])).encode(), 422),
-    "over 16 MB": (b'{"a": "' + b"x" * (17 * 1024 * 1024) + b'"}', 413),
+    "over 64 MB": (b'{"a": "' + b"x" * (65 * 1024 * 1024) + b'"}', 413),
 }
 
 

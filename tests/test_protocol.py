@@ -261,3 +261,66 @@ async def test_unknown_request_types_get_501_after_the_key_check() -> None:
     assert known.status_code == 501 and "report_typing" in known.json()["detail"]
     assert refused.status_code == 401
     assert no_query.status_code == 401  # no key at all: refused before the body is read
+
+
+# --- conversations of any length Poe sends ----------------------------------------------------
+
+COUNCIL = """\
+    version: 1
+    bots:
+      council:
+        steps:
+          - id: drafts
+            parallel: [{id: a, bot: A}, {id: b, bot: B}, {id: c, bot: Echo}]
+            show: sections
+          - bot: Judge
+            history: false
+            prompt: "{% for name, text in drafts.items() %}{{ name }}: {{ text }}\\n{% endfor %}"
+"""
+CJK = "这个问题的答案取决于具体情况，我们需要仔细分析每一个步骤。"  # 29 characters
+
+
+def council_behaviors() -> dict[str, Behavior]:
+    answer = Behavior(text=(CJK * 70)[:2_000])  # 2,000 CJK characters, as a long answer
+    return {"A": answer, "B": answer, "Echo": Behavior(echo=True), "Judge": answer}
+
+
+async def test_a_1000_message_conversation_carrying_our_metadata_gets_a_normal_reply() -> None:
+    """Limits: "If the number of messages in a user's previous conversation with the bot
+    exceeds 1000, Poe may truncate the conversation", and `query` "includes all messages in
+    the current context window", each bot message with the metadata its reply sent. 500 turns
+    of long CJK replies, each carrying the metadata our bot really wrote, sent as escaped JSON
+    (6 bytes a character): a normal reply, not a 413."""
+    async with serve_pipelines(COUNCIL, council_behaviors()) as s:
+        chat = PoeChat(s.http, f"{s.url}/council", s.keys["council"])
+        for turn in range(2):
+            await chat.say(f"问题 {turn}: " + CJK * 14)  # about 400 characters
+        turns = [chat.history[i : i + 2] for i in range(0, len(chat.history), 2)]
+        chat.history = [message for i in range(500) for message in turns[i % 2]][:-1]
+        assert len(chat.history) == 999
+        reply = await chat.say("最后一个问题")
+        size = len(json.dumps({"query": chat.history}).encode())
+        print(
+            f"\n1,000 messages: {size / 1e6:.1f} MB as escaped JSON, done in {reply.done_at:.2f} s"
+        )
+        to_echo = s.requests_to("Echo")[-1]["query"]
+    assert reply.status == 200 and reply.done and not reply.errors
+    assert reply.text.startswith("### a\n\n")
+    assert len(to_echo) == 1_000  # Echo's own view: the whole history, then the question
+
+
+async def test_our_metadata_stays_small_and_never_reaches_the_dependencies() -> None:
+    """`metadata` is ours: the last `data` event of each reply, handed back with it. Dependency
+    bots are sent their own view of the conversation, never our records. Each reply's metadata
+    holds what its text does not: shown answers are references, a few dozen characters each."""
+    async with serve_pipelines(COUNCIL, council_behaviors()) as s:
+        chat = PoeChat(s.http, f"{s.url}/council", s.keys["council"])
+        replies = [await chat.say(f"question {turn}") for turn in range(3)]
+        to_dependencies = [r["query"] for r in s.standin.requests]
+        to_echo = s.requests_to("Echo")[-1]["query"]
+    for reply in replies:
+        assert reply.metadata is not None and len(reply.metadata) < 400, reply.metadata
+    assert all(m.get("metadata") is None for query in to_dependencies for m in query)
+    # and Echo still sees its own earlier answers, rebuilt from the references
+    earlier = [m["content"] for m in to_echo if m["role"] == "bot"]
+    assert len(earlier) == 2 and all(json.loads(text)["bot"] == "Echo" for text in earlier)

@@ -235,7 +235,7 @@ async def test_a_failed_pipeline_ends_with_its_partial_answer_and_one_note() -> 
     part = reply.add_part()
     part.write("partial")
     part.suggestions = ["Tell me more"]
-    reply.metadata = '{"v": 1}'
+    reply.metadata = lambda shown: '{"v": 2}'
     reply.error = "GPT-5 failed: boom"
     reply.spent = True
     reply.finish()
