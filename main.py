@@ -67,10 +67,11 @@ app = modal.App(APP_NAME)
 @modal.concurrent(max_inputs=CONCURRENT_CHATS)
 @modal.asgi_app()
 def fastapi_app():  # type: ignore[no-untyped-def]
-    """Every bot of pipelines.yaml, each at /<bot id>."""
+    """Every bot of pipelines.yaml, each at /<bot id>. A bot whose access key is missing from
+    the secret refuses every request (the log says which variable to add)."""
     from bots.server import build_app
 
-    return build_app(CONFIG)
+    return build_app(CONFIG, deployed_with=SECRET_NAME)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -59,18 +58,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
-def configure_logging() -> None:
-    """INFO logs for this package; httpx stays quiet, since its request lines carry URLs
-    (settings sync URLs hold access keys)."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config)
-    configure_logging()
     import uvicorn
 
     from .server import build_app

@@ -84,8 +84,14 @@ def _on_protocol_error(error: Exception, message: str) -> None:
     reports = _reports.get(None)
     if reports is not None:
         reports.append(str(error))
-    # str(error) is fastapi_poe's own words; `message` also holds the event's data
-    log.info("dependency call: %s (%s)", str(error)[:200], type(error).__name__)
+    # `message` holds the event's data, and an error event's JSON the dependency's own words
+    # (which may quote the user): neither is logged. The engine logs each failed try.
+    text = str(error)
+    log.debug(
+        "dependency call: %s (%s)",
+        "an error event" if text.startswith("{") else text[:200],
+        type(error).__name__,
+    )
 
 
 class PoeCaller:

@@ -89,6 +89,7 @@ class Run:
     # every failed try: its step, bot and a reason fit for logs (nothing a dependency wrote)
     failures: list[dict[str, str]] = field(default_factory=list)
     deadline: float = field(init=False, default=float("inf"))  # loop time the reply must end by
+    failure: str | None = None  # why the pipeline stopped, fit for logs
     tries: Counter[str] = field(default_factory=Counter)  # calls made, per call step path
 
     def __post_init__(self) -> None:
@@ -107,18 +108,20 @@ class Run:
             async with asyncio.timeout_at(self.deadline):
                 await self.sequence(self.plan.spec.steps, top)
         except RunError as e:
-            self.reply.error = str(e)
+            self.reply.error, self.failure = str(e), e.log_reason
             self.reply.error_type = e.error_type if isinstance(e, StepFailed) else None
         except TimeoutError:
             self.reply.error = (
                 f"The reply ran out of time after {deadline:g} seconds (Poe allows 10 minutes), "
                 "so it stopped here."
             )
+            self.failure = f"out of time after {deadline:g} s"
         except Exception:
             log.exception("bot %s: unexpected error in the pipeline", self.plan.id)
             self.reply.error = (
                 "Something went wrong inside this bot's pipeline; it has been logged."
             )
+            self.failure = "unexpected error (logged above)"
         finally:
             top.close()
             if self.calls:
@@ -250,7 +253,10 @@ class Run:
         except BaseExceptionGroup as group_error:
             raise _first_run_error(group_error) from None
         if not winner:
-            raise StepFailed("every branch of the race failed: " + "; ".join(failures))
+            raise StepFailed(
+                "every branch of the race failed: " + "; ".join(failures),
+                log_reason=f"{step.path}: every branch of the race failed",
+            )
         index, value = winner[0]
         name = branch_key(step.parallel[index], index)
         for i, branch_slot in enumerate(slots):
@@ -353,6 +359,7 @@ class Run:
             _failure_message(list(zip(tried, failures, strict=True))),
             bot=step.bot,
             error_type=error_type,
+            log_reason=f"{step.path}: {', '.join(dict.fromkeys(tried))} failed",
         )
 
     async def _back_off(

@@ -42,7 +42,12 @@ class ConfigError(PipelineError):
 
 
 class RunError(PipelineError):
-    """A reply could not be completed; the message is safe to show to the user."""
+    """A reply could not be completed; the message is safe to show to the user, and
+    `log_reason` to log (it holds nothing a user or a dependency wrote)."""
+
+    def __init__(self, message: str, *, log_reason: str | None = None) -> None:
+        super().__init__(message)
+        self.log_reason = log_reason or message
 
 
 class StepFailed(RunError):
@@ -50,11 +55,16 @@ class StepFailed(RunError):
     `error_type` is Poe's name for the failure when it has one (e.g. insufficient_fund)."""
 
     def __init__(
-        self, message: str, *, bot: str | None = None, error_type: ErrorType | None = None
+        self,
+        message: str,
+        *,
+        bot: str | None = None,
+        error_type: ErrorType | None = None,
+        log_reason: str | None = None,
     ) -> None:
         self.bot = bot
         self.error_type = error_type
-        super().__init__(message)
+        super().__init__(message, log_reason=log_reason)
 
 
 class BudgetExceeded(RunError):

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import protocol
+from .keys import Key
 from .protocol import Refused
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -25,9 +26,10 @@ CJK characters, escaped as JSON, are about 25 MB; this leaves room beyond that."
 
 
 class Gate:
-    """ASGI middleware: `keys` maps each bot path to its access key (None: no key needed)."""
+    """ASGI middleware: `keys` maps each bot path to its access key (its value None: no key
+    needed; its refusal set: every request is refused with it)."""
 
-    def __init__(self, app: ASGIApp, keys: Mapping[str, str | None]) -> None:
+    def __init__(self, app: ASGIApp, keys: Mapping[str, Key]) -> None:
         self.app = app
         self.keys = dict(keys)
 
@@ -57,14 +59,16 @@ class Gate:
         await self.app({**scope, "headers": headers}, replay, send)
 
     @staticmethod
-    def _authorize(scope: Scope, key: str | None) -> list[tuple[bytes, bytes]]:
+    def _authorize(scope: Scope, key: Key) -> list[tuple[bytes, bytes]]:
+        if key.refusal is not None:
+            raise Refused(503, key.refusal)  # deployed without its key: never open
         headers = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
         given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
         scheme, _, credentials = given.decode("latin-1").partition(" ")
-        if key is None:
+        if key.value is None:
             credentials = "local"  # no key configured: any caller is accepted (local development)
         elif scheme.lower() != "bearer" or not hmac.compare_digest(
-            credentials.encode(), key.encode()
+            credentials.encode(), key.value.encode()
         ):
             raise Refused(
                 401, "Invalid access key: send this bot's own key as 'Authorization: Bearer <key>'"

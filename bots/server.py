@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import fastapi_poe as fp
 import httpx
@@ -22,6 +23,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi_poe.client import PROTOCOL_VERSION
 
+from . import keys, logs
 from .client import POE_BASE_URL, Caller, PoeCaller, new_http_client
 from .engine import DEFAULT_CALL_TIMEOUT, Run
 from .gate import Gate
@@ -31,28 +33,6 @@ from .reply import Pacing, Reply
 log = logging.getLogger(__name__)
 
 SETTINGS_SYNC_TIMEOUT = 10.0
-
-
-class _Redactor(logging.Filter):
-    """Blanks access keys out of log records. httpx logs each request's URL at INFO, and Poe's
-    settings-sync URL holds the bot's access key."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, "[redacted]")
-            record.msg, record.args = message, ()
-        return True
-
-
-_REDACTOR = _Redactor()
-for _name in ("httpx", "httpcore"):
-    logging.getLogger(_name).addFilter(_REDACTOR)
 
 
 @dataclass
@@ -95,15 +75,38 @@ class PipelineBot(fp.PoeBot):
         finally:
             worker.cancel()
             await asyncio.wait({worker})
-            log.info(
-                "bot=%s message=%s calls=%d/%d seconds=%.2f events=%d bytes=%d replaces=%d %s",
-                self.plan.id, request.message_id, run.guard.calls, self.plan.cost.total,
-                time.monotonic() - started, reply.events, reply.bytes_sent, reply.replaces,
-                "error" if reply.error else ("done" if reply.finished else "cancelled"),
-            )  # fmt: skip
+            logs.record(log, "reply", _reply_fields(run, time.monotonic() - started))
 
     async def get_settings(self, setting: fp.SettingsRequest) -> fp.SettingsResponse:
         return settings_for(self.plan)
+
+
+def _reply_fields(run: Run, seconds: float) -> dict[str, Any]:
+    """The per-message log line: what happened, in identifiers, counts and the engine's own
+    words (never the user's text, a prompt, an answer or a key)."""
+    reply = run.reply
+    outcome = ("failed" if reply.error else "done") if reply.finished else "cancelled"
+    fields: dict[str, Any] = {
+        "event": "reply",
+        "bot": run.plan.id,
+        "message_id": run.request.message_id,
+        "conversation_id": run.request.conversation_id,
+        "outcome": outcome,
+        "seconds": round(seconds, 3),
+        "calls": run.guard.calls,
+        "calls_declared": run.plan.cost.total,
+        "events": reply.events,
+        "characters": reply.allowance.chars,
+    }
+    if reply.cut:
+        fields["cut"] = True  # at Poe's limit of 100,000 characters
+    if run.failure:
+        fields["failure"] = run.failure
+    if reply.error_type:
+        fields["error_type"] = reply.error_type
+    if run.failures:
+        fields["failed_calls"] = run.failures
+    return fields
 
 
 @contextmanager
@@ -135,24 +138,22 @@ def build_app(
     environ: Mapping[str, str] | None = None,
     base_url: str | None = None,
     pacing: Pacing | None = None,
+    deployed_with: str | None = None,
 ) -> FastAPI:
-    """The ASGI app serving every bot of `config` at /<bot id>."""
+    """The ASGI app serving every bot of `config` at /<bot id>. `deployed_with` names the
+    Modal secret of a deployed app: a bot whose key is missing from it refuses every request
+    (served locally, without it, such a bot accepts any caller)."""
+    logs.configure()
     env = os.environ if environ is None else environ
     runtime = Runtime(base_url=base_url or env.get("POE_BASE_URL") or POE_BASE_URL)
     if pacing is not None:
         runtime.pacing = pacing
-    bots = [
-        PipelineBot(plan, runtime, env.get(plan.access_key_env) or None)
+    resolved = {
+        plan.id: keys.resolve(plan, env, deployed_with=deployed_with)
         for plan in config.bots.values()
-    ]
-    _REDACTOR.secrets.update(bot.access_key for bot in bots if bot.access_key)
-    for bot in bots:
-        if bot.access_key is None:
-            log.warning(
-                "bot %s: %s is not set, so /%s accepts requests without a key (fine for local "
-                "development; set it before deploying)",
-                bot.plan.id, bot.plan.access_key_env, bot.plan.id,
-            )  # fmt: skip
+    }
+    bots = [PipelineBot(plan, runtime, resolved[plan.id].value) for plan in config.bots.values()]
+    logs.REDACTOR.secrets.update(bot.access_key for bot in bots if bot.access_key)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -184,7 +185,7 @@ def build_app(
         fp.make_app(list(bots), allow_without_key=True, app=app)
     finally:
         fp_logger.setLevel(level)
-    app.add_middleware(Gate, keys={bot.path: bot.access_key for bot in bots})
+    app.add_middleware(Gate, keys={bot.path: resolved[bot.plan.id] for bot in bots})
     return app
 
 

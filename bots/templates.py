@@ -94,9 +94,15 @@ class Template:
         try:
             text = self._template.render(variables)
         except jinja2.TemplateError as e:
-            raise StepFailed(f"the template at {self.where} failed: {e}") from e
+            raise StepFailed(
+                f"the template at {self.where} failed: {e}",
+                log_reason=f"the template at {self.where} failed ({type(e).__name__})",
+            ) from e
         except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as e:
-            raise StepFailed(f"the template at {self.where} failed: {type(e).__name__}: {e}") from e
+            raise StepFailed(
+                f"the template at {self.where} failed: {type(e).__name__}: {e}",
+                log_reason=f"the template at {self.where} failed ({type(e).__name__})",
+            ) from e
         return text
 
     def is_true(self, variables: Mapping[str, Any]) -> bool:

@@ -89,6 +89,7 @@ async def serve_pipelines(
     keys: bool = True,
     pacing: Pacing | None = None,
     environ: Mapping[str, str] | None = None,
+    deployed_with: str | None = None,
 ) -> AsyncIterator[Served]:
     """Serves the bots of `yaml_text` with dependencies answering as `behaviors` say; each
     bot's declared dependencies are registered with the stand-in from its settings endpoint,
@@ -98,7 +99,10 @@ async def serve_pipelines(
     env = {config.bots[b].access_key_env: k for b, k in key_map.items()}
     env.update(environ or {})
     async with StandIn(behaviors) as standin:
-        app = build_app(config, environ=env, base_url=standin.base_url, pacing=pacing)
+        app = build_app(
+            config, environ=env, base_url=standin.base_url, pacing=pacing,
+            deployed_with=deployed_with,
+        )  # fmt: skip
         async with serve_app(app) as url, httpx.AsyncClient(timeout=30) as http:
             for bot_id in config.bots:
                 key = key_map.get(bot_id, "<missing>")

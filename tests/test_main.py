@@ -4,6 +4,7 @@ be checked locally, and run the web function's body against the Poe stand-in."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 import warnings
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, serving_process
+from tests.conftest import ROOT, key_for, serving_process
 from tests.standin import Behavior, StandIn, poe_query, serve_app
 
 
@@ -91,12 +92,89 @@ async def test_the_web_functions_body_serves_every_bot_over_http(
     async with StandIn({name: Behavior(text=text) for name, text in names.items()}) as standin:
         standin.allow_any_caller = True
         monkeypatch.setenv("POE_BASE_URL", standin.base_url)
+        for plan in main.CONFIG.bots.values():
+            monkeypatch.setenv(plan.access_key_env, key_for(plan.id))
         app = main.fastapi_app.local()  # the body Modal runs in the container
         async with serve_app(app) as url, httpx.AsyncClient(timeout=30) as http:
             for bot_id in main.CONFIG.bots:
-                reply = await poe_query(http, f"{url}/{bot_id}", "k", "hello")
+                reply = await poe_query(http, f"{url}/{bot_id}", key_for(bot_id), "hello")
                 assert reply.status == 200 and reply.done, bot_id
                 assert reply.text and not reply.errors, (bot_id, reply.errors)
+
+
+async def test_deployed_a_bot_without_its_key_refuses_every_request_and_says_what_to_fix(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On Modal, a bot whose key variable is missing from the secret does not serve openly:
+    it answers 503, whatever the caller sends, and the log names the variable and the secret.
+    The other bots serve as usual."""
+    import main
+
+    for plan in main.CONFIG.bots.values():
+        monkeypatch.setenv(plan.access_key_env, key_for(plan.id))
+    monkeypatch.delenv("COUNCIL_ACCESS_KEY")
+    async with StandIn({"GPT-5-mini": Behavior(text="other"), "Gemini-2.5-Pro": Behavior()}) as s:
+        s.allow_any_caller = True
+        monkeypatch.setenv("POE_BASE_URL", s.base_url)
+        app = main.fastapi_app.local()
+        async with serve_app(app) as url, httpx.AsyncClient(timeout=30) as http:
+            keyless = await poe_query(http, f"{url}/council", None, "hello")
+            guessed = await poe_query(http, f"{url}/council", "x" * 32, "hello")
+            other = await poe_query(http, f"{url}/router", key_for("router"), "hello")
+    assert keyless.status == guessed.status == 503
+    assert "COUNCIL_ACCESS_KEY is not set" in keyless.body["detail"]
+    assert other.status == 200 and other.done
+    error = next(r.getMessage() for r in caplog.records if "COUNCIL_ACCESS_KEY" in r.getMessage())
+    assert "refuses every request" in error and "Modal secret 'poe-pipelines'" in error
+
+
+MODAL_LIKE = """
+import sys, uvicorn, main
+uvicorn.run(main.fastapi_app.local(), host="127.0.0.1", port=int(sys.argv[-1]), log_config=None)
+"""
+
+
+async def test_run_as_modal_runs_it_each_message_logs_one_json_line(tmp_path: Path) -> None:
+    """Modal runs `main.fastapi_app` under its own ASGI server, which configures no logging.
+    Each message still makes one JSON line on stderr (what `modal app logs` shows): bot,
+    message id, calls made and declared, seconds, outcome, and each failed call's step, bot and
+    reason. Neither the user's text nor anything a dependency wrote, nor a key, appears."""
+    import main
+
+    marker = "zebra-4417-private"
+    behaviors = {
+        "GPT-5": Behavior(text="g"),
+        "Claude-Sonnet-4.5": Behavior(text="c"),
+        "Gemini-2.5-Pro": Behavior(error_at=0, error_text=f"cannot answer {marker}"),
+        "Claude-Opus-4.1": Behavior(text="verdict"),
+    }
+    env = {plan.access_key_env: key_for(plan.id) for plan in main.CONFIG.bots.values()}
+    async with StandIn(behaviors) as standin:
+        standin.allow_any_caller = True
+        env["POE_BASE_URL"] = standin.base_url
+        with (tmp_path / "stderr.txt").open("w") as output:
+            async with serving_process("-c", MODAL_LIKE, env=env, output=output) as (url, _):
+                async with httpx.AsyncClient(timeout=30) as http:
+                    reply = await poe_query(
+                        http, f"{url}/council", key_for("council"), f"tell me {marker}"
+                    )
+    assert reply.done and "verdict" in reply.text
+    logged = (tmp_path / "stderr.txt").read_text()
+    lines = [json.loads(line) for line in logged.splitlines() if line.startswith("{")]
+    replies = [line for line in lines if line.get("event") == "reply"]
+    assert len(replies) == 1, logged
+    line = replies[0]
+    assert line["bot"] == "council" and line["outcome"] == "done"
+    assert line["message_id"] == standin.requests[-1]["message_id"]
+    assert (line["calls"], line["calls_declared"]) == (5, 5)  # Gemini's retry counts too
+    assert isinstance(line["seconds"], float)
+    assert (
+        line["failed_calls"]
+        == [{"step": "steps[0].parallel[2]", "bot": "Gemini-2.5-Pro", "reason": "it sent an error"}]
+        * 2
+    )
+    assert marker not in logged
+    assert not any(key_for(plan.id) in logged for plan in main.CONFIG.bots.values())
 
 
 async def test_python_main_py_serves_the_same_bots_locally() -> None:

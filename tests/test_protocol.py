@@ -10,11 +10,18 @@ shows them).
 from __future__ import annotations
 
 import json
+import logging
 
+import httpx
+import pytest
+
+from bots import loader
 from bots.limits import REPLY_CHAR_LIMIT, TRUNCATED
+from bots.logs import JsonFormatter
 from bots.reply import Pacing
+from bots.server import build_app
 from tests.conftest import serve_pipelines
-from tests.standin import Behavior, PoeChat, identifier
+from tests.standin import Behavior, PoeChat, identifier, poe_query, serve_app
 
 FAST = Pacing(delta_gap=0.005, replace_gap=0.02, status_delay=0.05)
 
@@ -324,3 +331,44 @@ async def test_our_metadata_stays_small_and_never_reaches_the_dependencies() -> 
     # and Echo still sees its own earlier answers, rebuilt from the references
     earlier = [m["content"] for m in to_echo if m["role"] == "bot"]
     assert len(earlier) == 2 and all(json.loads(text)["bot"] == "Echo" for text in earlier)
+
+
+# --- visible in production, secure by default ---------------------------------------------
+
+
+async def test_each_message_makes_one_json_log_line_without_keys_or_user_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What a creator reads in `modal app logs`: per message, one JSON line with the bot,
+    message id, calls made and declared, seconds, outcome, and each failed call's step, bot
+    and reason. (tests/test_main.py runs it the way Modal does, with no logging set up.)"""
+    caplog.set_level(logging.INFO)
+    marker = "private-words-9931"
+    behaviors = {"Good": Behavior(text="ok"), "Bad": Behavior(error_at=0, error_text=marker)}
+    async with serve_pipelines(FAILING, behaviors) as s:
+        reply = await s.ask("fails", f"my secret is {marker}")
+    formatted = [JsonFormatter().format(record) for record in caplog.records]
+    lines = [json.loads(line) for line in formatted]
+    (line,) = [line for line in lines if line.get("event") == "reply"]
+    assert reply.text.endswith(f"Bad: {marker})")  # the user reads the reason...
+    assert marker not in "\n".join(formatted)  # ...the logs never do
+    assert s.keys["fails"] not in "\n".join(formatted)
+    assert line["outcome"] == "failed" and line["failure"] == "steps[1]: Bad failed"
+    assert (line["calls"], line["calls_declared"]) == (3, 3)
+    assert [call["reason"] for call in line["failed_calls"]] == ["it sent an error"] * 2
+
+
+async def test_a_deployed_bot_with_a_malformed_key_refuses_instead_of_serving_openly() -> None:
+    """Poe: "an access key consisting of 32 ASCII characters". Deployed with a variable that
+    holds something else (a user's API key pasted by mistake), the bot refuses every request
+    rather than let anyone in or turn every one of Poe's requests away with 401."""
+    environ = {"FAILS_ACCESS_KEY": "pk-" + "x" * 40, "OTHER_ACCESS_KEY": " " + "o" * 32 + "\n"}
+    config = loader.parse("version: 1\nbots:\n  fails:\n    steps: [{text: hi}]\n  other:\n"
+                          "    steps: [{text: ok}]\n")  # fmt: skip
+    app = build_app(config, environ=environ, base_url="http://127.0.0.1:9/bot/",
+                    deployed_with="poe-pipelines")  # fmt: skip
+    async with serve_app(app) as url, httpx.AsyncClient() as http:
+        refused = await poe_query(http, f"{url}/fails", "pk-" + "x" * 40, "hello")
+        trimmed = await poe_query(http, f"{url}/other", "o" * 32, "hello")  # no newline: fine
+    assert refused.status == 503 and "FAILS_ACCESS_KEY does not look like" in refused.body["detail"]
+    assert trimmed.status == 200 and trimmed.text == "ok"
