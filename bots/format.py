@@ -26,6 +26,9 @@ POE_CALL_CAP = 100
 """Poe refuses more than this many dependency calls for one user message."""
 
 BOT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+POE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+"""A Poe bot's handle, as in poe.com/<name>: letters, digits, '-', '_' and '.'."""
+PoeName = Annotated[str, Field(min_length=1, max_length=100, pattern=POE_NAME_PATTERN)]
 STEP_KINDS = ("bot", "parallel", "route", "loop", "text")
 
 Show = Literal["stream", "sections", "final", "hide"]
@@ -71,7 +74,7 @@ class StepBase(Model):
 class CallStep(StepBase):
     """One call to a dependency bot."""
 
-    bot: Annotated[str, Field(min_length=1, max_length=100)]
+    bot: PoeName
     prompt: str | None = Field(default=None, description="Template; default: the user's message.")
     system: str | None = Field(default=None, description="Template for a system message.")
     history: bool = Field(default=True, description="Send the conversation so far.")
@@ -80,7 +83,7 @@ class CallStep(StepBase):
     )
     attachments: bool = Field(default=True, description="Forward the user's attachments.")
     retries: Annotated[int, Field(ge=0, le=5)] = 0
-    fallback: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+    fallback: list[PoeName] = Field(
         default_factory=list, description="Bots tried in order when the call fails."
     )
     timeout: Annotated[float, Field(gt=0, le=590)] | None = Field(

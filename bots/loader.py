@@ -94,7 +94,12 @@ class _Yaml:
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
                 if not isinstance(key_node, ScalarNode):
-                    self.checker.add(loc, "a key must be plain text", at=_mark(key_node))
+                    self.checker.add(
+                        loc,
+                        "a key must be plain text; a template that starts with '{{' must be "
+                        'quoted, e.g. text: "{{ message }}"',
+                        at=_mark(key_node),
+                    )
                     continue
                 key = str(key_node.value)
                 if key in result:
@@ -112,6 +117,31 @@ class _Yaml:
         if isinstance(node, SequenceNode):
             return [self.build(item, (*loc, i), depth + 1) for i, item in enumerate(node.value)]
         return self.constructor.construct_object(node, deep=True)
+
+
+_YAML_HINTS = [
+    # (what PyYAML says, what is probably wrong)
+    ("'\\t'", "a tab character: YAML indents with spaces only, so replace it with spaces"),
+    (
+        "expected <block end>",
+        "this line's indentation does not match the lines above it: the keys of one mapping, "
+        "and the items of one list, start in the same column",
+    ),
+    (
+        "mapping values are not allowed here",
+        "a ':' where none was expected: this line is indented deeper than the key above it, "
+        "or a value holds ': ' and needs quotes (prompt: \"Answer: this\")",
+    ),
+    (
+        "could not find expected ':'",
+        "a line without 'key: value' in a mapping: a missing ':', or a text of several lines "
+        "that needs '|' after its key",
+    ),
+    ("scanning a quoted scalar", "a quote is opened and never closed"),
+    ("expected ',' or '}'", "a '{' is not closed, or two of its entries lack a ',' between them"),
+    ("expected ',' or ']'", "a '[' is not closed, or two of its items lack a ',' between them"),
+    ("that cannot start any token", "a value starts with a character YAML reserves: quote it"),
+]
 
 
 def _mark(node: Node) -> tuple[int, int]:
@@ -179,6 +209,15 @@ def _explain(error: dict[str, Any], loc: Loc, parent: Any) -> str:
         if not isinstance(value, dict):
             found = f"{type(value).__name__} {value!r}"
         return f"a step needs exactly one of bot, parallel, route, loop, text; found {found}"
+    if kind == "string_pattern_mismatch" and (
+        key in ("bot", "fallback") or len(loc) > 1 and loc[-2] == "fallback"
+    ):
+        fixed = re.sub(r"[^A-Za-z0-9._-]+", "-", str(value)).strip("-._")
+        hint = f"; did you mean {fixed!r}?" if fixed and fixed != value else ""
+        return (
+            f"{value!r} cannot be a Poe bot name: names (as in poe.com/<name>) use only "
+            f"letters, digits, '-', '_' and '.'{hint}"
+        )
     if kind == "string_pattern_mismatch" and key in ("id", "access_key_env"):
         what = "step id" if key == "id" else "variable name"
         return (
@@ -253,9 +292,13 @@ class _Checker:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
+            if e.context_mark and ("quoted" in (e.context or "") or "flow" in (e.context or "")):
+                mark = e.context_mark  # where the unclosed quote or bracket opened
             at = (mark.line + 1, mark.column + 1) if mark else (1, 1)
             reason = " ".join(filter(None, [e.context, e.problem]))
-            self.add((), f"YAML syntax error: {reason}", at=at)
+            hint = next((hint for clue, hint in _YAML_HINTS if clue in reason), None)
+            message = f"{hint} (the YAML parser says: {reason})" if hint else reason
+            self.add((), f"YAML syntax error: {message}", at=at)
             return None
         except yaml.YAMLError as e:
             self.add((), f"YAML error: {e}")

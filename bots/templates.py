@@ -7,6 +7,7 @@ errors; the loader also refuses private attribute access before anything is serv
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,6 +71,18 @@ def compile_template(source: str) -> tuple[jinja2.Template, set[str]]:
         raise TemplateProblem(
             f"template does not compile: {e.message} (template line {e.lineno})"
         ) from e
+    for node_type, known, what in (
+        (nodes.Filter, ENV.filters, "filter"),
+        (nodes.Test, ENV.tests, "test"),
+    ):
+        for node in ast.find_all(node_type):
+            if node.name not in known:
+                close = difflib.get_close_matches(node.name, list(known), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise TemplateProblem(
+                    f"template uses the {what} {node.name!r}, which Jinja2 does not have; "
+                    f"{hint}{what}s: {', '.join(sorted(known))}"
+                )
     unsafe = _unsafe_names(ast)
     if unsafe:
         raise TemplateProblem(
@@ -77,7 +90,10 @@ def compile_template(source: str) -> tuple[jinja2.Template, set[str]]:
             "the sandbox refuses; use only the variables and their public values"
         )
     variables = set(meta.find_undeclared_variables(ast)) - set(ENV.globals)
-    return ENV.from_string(ast), variables
+    try:
+        return ENV.from_string(ast), variables
+    except jinja2.TemplateSyntaxError as e:  # whatever else the compiler refuses
+        raise TemplateProblem(f"template does not compile: {e.message}") from e
 
 
 class Template:

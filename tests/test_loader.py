@@ -131,9 +131,40 @@ def test_each_step_kind_parses_to_its_model_with_its_budget() -> None:
     assert bots["race"].dependencies == {"Fast1": 1, "Fast2": 1}
 
 
-def test_yaml_syntax_error_names_its_line() -> None:
+def test_yaml_syntax_error_names_where_the_unclosed_bracket_opened() -> None:
     message = one_problem("version: 1\nbots:\n  x:\n    steps: [{bot: A}\n")
-    assert message.startswith("p.yaml:5:1: YAML syntax error"), message
+    assert message.startswith(
+        "p.yaml:4:12: YAML syntax error: a '[' is not closed, or two of its items lack a ','"
+    ), message
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "hint"),
+    [
+        ("version: 1\nbots:\n\tx:\n    steps: []\n", "3:1", "YAML indents with spaces only"),
+        (
+            "version: 1\nbots:\n  x:\n    steps:\n      - bot: A\n     prompt: hi\n",
+            "6:6",
+            "this line's indentation does not match the lines above it",
+        ),
+        (
+            "version: 1\nbots:\n  x:\n    steps:\n      - bot: A\n        prompt: Answer: this\n",
+            "6:23",
+            "a value holds ': ' and needs quotes",
+        ),
+        ('version: 1\nbots:\n  x:\n    steps:\n      - {text: "hi}\n', "5:16", "never closed"),
+    ],
+    ids=["tab", "dedent", "colon", "quote"],
+)
+def test_yaml_mistakes_say_what_is_probably_wrong(text: str, where: str, hint: str) -> None:
+    message = one_problem(text)
+    assert message.startswith(f"p.yaml:{where}: YAML syntax error: ") and hint in message
+    assert "the YAML parser says:" in message  # PyYAML's own words stay, after the hint
+
+
+def test_an_unquoted_template_says_to_quote_it() -> None:
+    found = problems("version: 1\nbots:\n  x:\n    steps:\n      - text: {{ message }}\n")
+    assert any("a template that starts with '{{' must be quoted" in p for p in found)
 
 
 def test_misspelt_key_suggests_the_close_match() -> None:
@@ -215,6 +246,33 @@ def test_duplicate_bot_ids_and_paths() -> None:
 def test_template_that_does_not_compile() -> None:
     message = one_problem('version: 1\nbots:\n  x:\n    steps:\n      - text: "{% for %}"\n')
     assert message.startswith("p.yaml:5:9: bots.x.steps[0].text: template does not compile")
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ message | nosuch }}", "template uses the filter 'nosuch', which Jinja2 does not"),
+        ("{{ message | uper }}", "did you mean 'upper'?"),
+        ("{% if message is odd_one %}x{% endif %}", "template uses the test 'odd_one'"),
+    ],
+)
+def test_unknown_filters_and_tests_are_refused_at_validation(template: str, expected: str) -> None:
+    message = one_problem(f'version: 1\nbots:\n  x:\n    steps:\n      - text: "{template}"\n')
+    assert message.startswith("p.yaml:5:9: bots.x.steps[0].text: ") and expected in message
+
+
+def test_a_bot_name_that_cannot_be_a_poe_handle_gets_a_suggestion() -> None:
+    found = problems(
+        "version: 1\nbots:\n  x:\n    steps:\n"
+        "      - {bot: FLUX pro/1.1, fallback: [Claude-Sonnet-4.5, 'GPT 5']}\n"
+    )
+    assert found == [
+        "p.yaml:5:10: bots.x.steps[0].bot: 'FLUX pro/1.1' cannot be a Poe bot name: names (as "
+        "in poe.com/<name>) use only letters, digits, '-', '_' and '.'; did you mean "
+        "'FLUX-pro-1.1'?",
+        "p.yaml:5:59: bots.x.steps[0].fallback[1]: 'GPT 5' cannot be a Poe bot name: names (as "
+        "in poe.com/<name>) use only letters, digits, '-', '_' and '.'; did you mean 'GPT-5'?",
+    ]
 
 
 def test_template_referring_to_a_later_or_unknown_id() -> None:
