@@ -22,8 +22,9 @@ from typing import Any, TextIO
 import fastapi_poe as fp
 import httpx
 
+from .calls import TraceEntry
 from .client import POE_BASE_URL, Caller, PoeCaller, new_http_client
-from .engine import Run, TraceEntry
+from .engine import Run
 from .loader import BotPlan
 from .reply import Pacing, Reply
 from .simulator import SimulatedCaller
@@ -180,7 +181,9 @@ class Chat:
             fp.ProtocolMessage(role="bot", content=shown, metadata=metadata),
         ]
         if self.options.trace:
-            self.out.write(trace_table(run.trace, run.guard.calls, self.plan.cost.total) + "\n")
+            self.out.write(
+                trace_table(run.trace, run.calls.guard.calls, self.plan.cost.total) + "\n"
+            )
         if reply.error:
             raise ChatError(explain(reply.error))
         return reply

@@ -24,8 +24,9 @@ from fastapi.responses import JSONResponse
 from fastapi_poe.client import PROTOCOL_VERSION
 
 from . import keys, logs
+from .calls import DEFAULT_CALL_TIMEOUT
 from .client import POE_BASE_URL, Caller, PoeCaller, new_http_client
-from .engine import DEFAULT_CALL_TIMEOUT, Run
+from .engine import Run
 from .gate import Gate
 from .loader import BotPlan, Config
 from .reply import Pacing, Reply
@@ -93,7 +94,7 @@ def _reply_fields(run: Run, seconds: float) -> dict[str, Any]:
         "conversation_id": run.request.conversation_id,
         "outcome": outcome,
         "seconds": round(seconds, 3),
-        "calls": run.guard.calls,
+        "calls": run.calls.guard.calls,
         "calls_declared": run.plan.cost.total,
         "events": reply.events,
         "characters": reply.allowance.chars,
@@ -104,8 +105,8 @@ def _reply_fields(run: Run, seconds: float) -> dict[str, Any]:
         fields["failure"] = run.failure
     if reply.error_type:
         fields["error_type"] = reply.error_type
-    if run.failures:
-        fields["failed_calls"] = run.failures
+    if run.calls.failures:
+        fields["failed_calls"] = run.calls.failures
     return fields
 
 

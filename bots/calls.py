@@ -1,0 +1,216 @@
+"""One call step of a reply: what it sends, each of its tries (retries, fallbacks, waits for
+Poe's rate limit), each try streamed into the reply, and what is kept for later turns.
+
+Every try passes the budget guard first, and is a call Poe counts. A try's files go to the
+reply as they arrive, before the text that may show them. After Poe's 429, the next try waits
+as Poe's headers say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastapi_poe as fp
+
+from . import conversation
+from .budget import CallGuard
+from .client import Caller, CallFailed
+from .errors import StepFailed
+from .format import CallStep, StepBase
+from .loader import BotPlan
+from .reply import Part, Reply
+from .templates import PROMPT_CHAR_CAP
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CALL_TIMEOUT = 120.0
+"""Seconds one try of a dependency call may take when its step sets no `timeout`."""
+
+
+@dataclass
+class TraceEntry:
+    """What one step did (or a wait), for the terminal chat's trace."""
+
+    path: str
+    kind: str
+    bot: str | None
+    seconds: float
+    calls: int
+    outcome: str
+
+
+@dataclass
+class Calls:
+    """The dependency calls of one reply, all through one budget guard."""
+
+    plan: BotPlan
+    request: fp.QueryRequest
+    reply: Reply
+    caller: Caller
+    timeout: float = DEFAULT_CALL_TIMEOUT
+    trace: list[TraceEntry] = field(default_factory=list)
+    deadline: float = float("inf")  # loop time the reply must end by
+    guard: CallGuard = field(init=False)
+    history: conversation.History = field(init=False)
+    records: dict[str, conversation.Record] = field(default_factory=dict)  # per call step
+    tries: Counter[str] = field(default_factory=Counter)  # calls made, per call step path
+    # every failed try: its step, bot and a reason fit for logs (nothing a dependency wrote)
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.guard = CallGuard(Counter(self.plan.dependencies), self.plan.cost.total)
+        self.history = conversation.History(self.request)
+
+    async def call(self, step: CallStep, part: Part | None, variables: dict[str, Any]) -> str:
+        """One call step: every try of its bot, then of each fallback, until one succeeds."""
+
+        def render(name: str) -> str:
+            template = step.template(name)
+            return template.render(variables) if template is not None else ""
+
+        message = variables["message"]
+        prompt = render("prompt") if step.prompt is not None else message
+        system = render("system") if step.system is not None else None
+        for name, text in (("prompt", prompt), ("system", system or "")):
+            if len(text) > PROMPT_CHAR_CAP:
+                too_long = len(message) > PROMPT_CHAR_CAP
+                raise StepFailed(
+                    f"the {name} for {step.bot} would be {len(text):,} characters, over the "
+                    f"{PROMPT_CHAR_CAP:,}-character cap on one prompt; nothing was sent",
+                    bot=step.bot,
+                    error_type="user_message_too_long" if too_long else None,
+                )
+        # the user's own message parameters pass through; the step's override them
+        parameters = dict(variables["params"])
+        for name, value in step.parameters.items():
+            parameters[name] = render(f"parameters.{name}") if isinstance(value, str) else value
+        messages = conversation.call_messages(
+            self.request,
+            self.history,
+            step.path,
+            prompt=prompt,
+            system=system,
+            parameters=parameters,
+            use_history=step.history,
+            attachments=step.attachments,
+        )
+        request = conversation.forward(self.request, messages)
+        timeout = step.timeout or self.timeout
+        failures: list[CallFailed] = []
+        tried: list[str] = []
+        for bot in step.bots:
+            for _ in range(1 + step.retries):
+                if failures and failures[-1].rate_limited:
+                    await self._back_off(step, bot, failures, timeout)
+                self.guard.acquire(bot)
+                self.reply.spent = True
+                self.tries[step.path] += 1
+                tried.append(bot)
+                try:
+                    with self._asking(bot):
+                        text = await self._try(request, bot, part, timeout)
+                except CallFailed as e:
+                    failures.append(e)
+                    self.failures.append({"step": step.path, "bot": bot, "reason": e.log_reason})
+                    log.info(
+                        "bot %s: %s: %s failed: %s", self.plan.id, step.path, bot, e.log_reason
+                    )
+                    if e.retry:
+                        continue
+                    break  # the bot asked not to be retried: on to the fallback, if any
+                record = {"a": text}
+                if prompt != message:
+                    record["p"] = prompt
+                self.records[step.path] = record
+                return text
+        error_type = next((f.error_type for f in reversed(failures) if f.error_type), None)
+        raise StepFailed(
+            _failure_message(list(zip(tried, failures, strict=True))),
+            bot=step.bot,
+            error_type=error_type,
+            log_reason=f"{step.path}: {', '.join(dict.fromkeys(tried))} failed",
+        )
+
+    async def _back_off(
+        self, step: StepBase, bot: str, failures: list[CallFailed], cap: float
+    ) -> None:
+        """Waits before trying again after Poe's 429: as long as its headers ask, else
+        exponentially (1, 2, 4 s..., with jitter); never past the step's timeout or the
+        reply's deadline. The wait is in the trace and in the progress line."""
+        asked = failures[-1].wait
+        streak = 0
+        for failure in reversed(failures):
+            if not failure.rate_limited:
+                break
+            streak += 1
+        seconds = asked if asked is not None else 2.0 ** (streak - 1) * random.uniform(0.5, 1.0)
+        remaining = self.deadline - asyncio.get_running_loop().time()
+        seconds = max(0.0, min(seconds, cap, remaining - 1.0))
+        how = "as Poe's headers asked" if asked is not None else "backing off"
+        label = f"{bot} (rate limited: trying again in {seconds:.0f} s)"
+        entry = TraceEntry(step.path, "wait", bot, seconds, 0, f"HTTP 429: waited {how}")
+        self.trace.append(entry)
+        with self._asking(label):
+            await asyncio.sleep(seconds)
+
+    @contextlib.contextmanager
+    def _asking(self, label: str) -> Iterator[None]:
+        """Names what the reply waits for in its progress line, while it waits."""
+        self.reply.asking[label] += 1
+        self.reply.touch()
+        try:
+            yield
+        finally:
+            self.reply.asking[label] -= 1
+            if self.reply.asking[label] <= 0:
+                del self.reply.asking[label]
+            self.reply.touch()
+
+    async def _try(
+        self, request: fp.QueryRequest, bot: str, part: Part | None, seconds: float
+    ) -> str:
+        text = ""
+        suggestions: list[str] = []
+        if part is not None:
+            part.replace("")
+        try:
+            async with asyncio.timeout(seconds):
+                async for event in self.caller.stream(request, bot):
+                    if isinstance(event, fp.MetaResponse) or event.data is not None:
+                        continue
+                    if event.attachment is not None:
+                        # at once: the text after it may show it inline by its inline_ref
+                        if part is not None:
+                            part.attach(event.attachment)
+                    elif event.is_suggested_reply:
+                        suggestions.append(event.text)
+                    elif event.is_replace_response:
+                        text = event.text
+                        if part is not None:
+                            part.replace(text)
+                    else:
+                        text += event.text
+                        if part is not None:
+                            part.write(event.text)
+        except TimeoutError:
+            raise CallFailed(f"no complete answer within {seconds:g} s") from None
+        if part is not None:
+            part.suggestions = suggestions
+        return text
+
+
+def _failure_message(failures: list[tuple[str, CallFailed]]) -> str:
+    """One sentence for a call step whose every try failed: (bot, failure) per try."""
+    if len(failures) == 1:
+        bot, failure = failures[0]
+        return f"{bot} failed: {failure}"
+    tried = ", ".join(dict.fromkeys(bot for bot, _ in failures))
+    each = "; ".join(f"{bot}: {failure}" for bot, failure in failures)
+    return f"{tried} failed after {len(failures)} tries ({each})"
