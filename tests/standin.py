@@ -1,24 +1,36 @@
-"""A stand-in for Poe's bot query API, on 127.0.0.1, built from real parts.
+"""A stand-in for Poe, on 127.0.0.1, built from real parts, as strict as Poe's published rules.
 
 Poe is not reachable in tests, so `StandIn` plays it: one real uvicorn server serving real
 `fastapi_poe` bots (`ScriptedBot`, each scripted by a `Behavior`) at `/bot/<Name>`, behind a
 pure ASGI layer (`StandIn.__call__`) that does what Poe does between a server bot and the
-bots it calls:
+bots it calls. Each rule, with where Poe says it:
 
-* it identifies the caller by the `access_key` field of the query body, and holds each
-  caller's declared dependencies (`declare`, `register_caller`, or a POST to
-  `update_settings/<name>/<key>/<version>` as fastapi_poe's settings sync does);
-* it counts calls per message_id and bot, and refuses, as Poe does, a call to an undeclared
-  bot, past the declared count, or past 100 calls for one message (a 200 SSE stream of one
-  `error` event with `allow_retry: false`, then `done`); an unknown key gets HTTP 401, an
-  unknown bot HTTP 404;
-* it forwards the calls it admits with `Authorization: Bearer standin` (fastapi's
-  HTTPBearer refuses an empty credential) and tracks every stream in flight, so tests can
-  wait for the server to be idle and see streams the client abandoned (`closed_early`).
+* "Poe ... will enforce that bots do not access other bots that they did not declare
+  beforehand" (settings, `server_bot_dependencies`): it holds each caller's declared
+  dependencies (`declare`, `register_caller`, or a POST to `update_settings/<name>/<key>/
+  <version>` as fastapi_poe's settings sync does), counts calls per message_id and bot, and
+  refuses a call to an undeclared bot, past the declared count, or past 100 calls for one
+  message (a 200 SSE stream of one `error` event with `allow_retry: false`, then `done`);
+* a server bot's calls are attributed by its access key (`stream_request(request, bot,
+  request.access_key)` in Poe's guide): the bearer token must be the key in the body, else
+  HTTP 401; an unknown bot gets HTTP 404;
+* `metadata`: "This data must be sent when using the API to access other Poe bots": a call
+  without Poe's `d-` identifier gets HTTP 400;
+* "on 429, back off exponentially", `x-ratelimit-reset-requests` being "Time in seconds
+  until the rate limit window resets": a call made before that time gets 429 again, and is
+  noted in `too_early`.
 
-Other request types (`settings`, `report_error`, which fastapi_poe's client posts by itself
-when a bot misbehaves, ...) pass through uncounted. The client helpers `poe_query` and
-`serve_app` let tests play Poe in front of a server bot under test.
+It forwards the calls it admits with `Authorization: Bearer standin` (fastapi's HTTPBearer
+refuses an empty credential) and tracks every stream in flight, so tests can wait for the
+server to be idle and see streams the client abandoned (`closed_early`). Other request types
+(`settings`, `report_error`, which fastapi_poe's client posts by itself when a bot misbehaves,
+...) pass through uncounted.
+
+In front of a server bot under test, `poe_query` and `PoeChat` play Poe: bodies with Poe-shaped
+identifiers, JSON escaped as Python writes it, the whole conversation every turn with each bot
+message's metadata, and (`unusual`) the messages Poe's spec tells bots to ignore. Every reply is
+read by `Reply`, which fails one that breaks Poe's rules (its docstring lists them);
+`read_events` does the same for events made in-process, and `serve_app` serves an app.
 """
 
 from __future__ import annotations

@@ -411,3 +411,82 @@ async def test_settings_sync_declares_dependencies(http: httpx.AsyncClient) -> N
     assert synced.status_code == 200 and standin.settings_updates[0]["bot"] == "MyBot"
     assert ok.text == "a"
     assert no.errors[0]["text"] == UNDECLARED.replace("Caller", "MyBot")
+
+
+# --- the rules the stand-in holds callers to --------------------------------------------------
+
+
+async def test_a_call_without_poes_metadata_or_under_another_bearer_is_refused(
+    http: httpx.AsyncClient,
+) -> None:
+    async with StandIn({"A": Behavior(text="a")}) as standin:
+        standin.declare(KEY, {"A": 5}, caller="Caller")
+        bare = query().model_copy(update={"metadata": ""})
+        with pytest.raises(BotError):
+            await collect(standin, http, "A", bare)
+        other = fp.stream_request(
+            query(), "A", "someone-else-key-0123456789abcdef", session=http, num_tries=1,
+            base_url=standin.base_url, on_error=lambda error, message: None,
+        )  # fmt: skip
+        with pytest.raises(BotError):
+            [m async for m in other]
+        fine = await collect(standin, http, "A", query())
+    assert [r.status for r in standin.refused] == [400, 401]
+    assert "".join(m.text for m in fine) == "a"
+
+
+async def test_a_call_before_the_rate_limit_resets_gets_429_again(
+    http: httpx.AsyncClient,
+) -> None:
+    busy = Behavior(
+        text="ok", http_status=429, http_status_first=1,
+        headers={"x-ratelimit-reset-requests": "30"},
+    )  # fmt: skip
+    async with StandIn({"Busy": busy}) as standin:
+        standin.declare(KEY, {"Busy": 5}, caller="Caller")
+        for _ in range(2):
+            with pytest.raises(BotError):
+                await collect(standin, http, "Busy", query())
+    assert len(standin.too_early) == 1 and standin.refused[0].status == 429
+
+
+def events(*pairs: tuple[str, dict[str, Any]]) -> Reply:
+    reply = Reply(status=200)
+    for name, data in pairs:
+        reply.apply(name, data)
+    reply.end()
+    return reply
+
+
+TEXT = ("text", {"text": "hi"})
+DONE = ("done", {})
+
+
+@pytest.mark.parametrize(
+    ("pairs", "broken"),
+    [
+        ([("text", {"text": "x" * 60_000}), ("replace_response", {"text": "y" * 50_000}), DONE],
+         "over 100,000 characters"),
+        ([("text", {"text": "😀" * 50_001}), DONE], "over 100,000 characters"),
+        ([TEXT] * 10_001 + [DONE], "more than 10,000 events"),
+        ([TEXT, DONE, TEXT], "came after 'done'"),
+        ([("data", {"metadata": "m"}), DONE], "neither a text nor an error event"),
+        ([TEXT], "without a 'done' event"),
+        ([("text", {"text": "![cat][c1]"}),
+          ("file", {"url": "u", "name": "c.png", "content_type": "image/png", "inline_ref": "c1"}),
+          DONE], "before its file arrived"),
+        ([("text", {"invalid": "{oops"}), DONE], "not JSON"),
+    ],
+    ids=["chars", "emoji", "events", "after-done", "no-text", "no-done", "file-order", "json"],
+)  # fmt: skip
+def test_the_reply_reader_fails_each_broken_rule(
+    pairs: list[tuple[str, dict[str, Any]]], broken: str
+) -> None:
+    reply = events(*pairs)
+    assert any(broken in violation for violation in reply.violations), reply.violations
+
+
+def test_a_reply_that_keeps_every_rule_has_no_violations() -> None:
+    file = {"url": "u", "name": "c.png", "content_type": "image/png", "inline_ref": "c1"}
+    reply = events(("file", file), ("text", {"text": "![cat][c1] " + "x" * 99_989}), DONE)
+    assert reply.violations == [] and reply.chars == 100_000
