@@ -33,9 +33,22 @@ def budget_table(config: loader.Config) -> str:
     return "\n".join(lines)
 
 
+GUIDES_CALL_LIMIT = 10
+"""Calls per message Poe's guides have stated ("up to 10 calls"); its spec's figure now is 100."""
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config)
     print(budget_table(config))
+    over = [
+        f"{b} ({p.cost.total})" for b, p in config.bots.items() if p.cost.total > GUIDES_CALL_LIMIT
+    ]
+    if over:
+        print(
+            f"note: {', '.join(over)} may make more than {GUIDES_CALL_LIMIT} calls for one "
+            f"message. Poe allows 100, but some of its guides still say {GUIDES_CALL_LIMIT}: if "
+            "Poe refuses a call past the 10th, lower retries, fallbacks or loop.max."
+        )
     return 0
 
 

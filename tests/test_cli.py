@@ -34,6 +34,22 @@ def test_validate_prints_each_bots_worst_case_against_the_budget() -> None:
     }
 
 
+def test_validate_notes_a_bot_that_may_pass_the_10_calls_some_poe_guides_state(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "wide.yaml"
+    path.write_text(
+        "version: 1\ncall_budget: 20\nbots:\n  wide:\n    steps: [{bot: A, retries: 5}, "
+        "{bot: B, retries: 5}]\n  narrow:\n    steps: [{bot: A}]\n"
+    )
+    result = bots("validate", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    note = result.stdout.splitlines()[-1]
+    assert note.startswith("note: wide (12) may make more than 10 calls for one message")
+    assert "narrow" not in note
+    assert "note:" not in bots("validate").stdout  # the shipped bots stay within 10
+
+
 def test_validate_reports_every_mistake_and_exits_1(tmp_path: Path) -> None:
     broken = (
         (ROOT / "pipelines.yaml")
