@@ -166,7 +166,7 @@ def _failure(error: BotError, responses: list[httpx.Response]) -> CallFailed:
         plain = f"it sent an error ({error_type})" if error_type else "it sent an error"
         return CallFailed(
             said or plain,
-            retry=retry and data.get("allow_retry", True) is not False,
+            retry=retry,  # fastapi_poe raised BotErrorNoRetry for allow_retry false
             error_type=error_type,
             log_reason=plain,
         )

@@ -167,19 +167,23 @@ async def test_an_error_type_poe_does_not_explain_also_gets_a_note() -> None:
 # --- rate limits ---------------------------------------------------------------------------
 
 
+def busy_once(reset: float) -> Behavior:
+    """A dependency whose first call per message gets Poe's 429, asking for `reset` seconds."""
+    return Behavior(
+        text="answered",
+        http_status=429,
+        http_status_first=1,
+        headers={"x-ratelimit-reset-requests": f"{reset:g}"},
+    )
+
+
 async def test_a_rate_limited_call_waits_as_poes_headers_say_before_trying_again() -> None:
     """Poe's rate limits: "When your application exceeds the rate limit, the API will respond
     with a 429 ... implement exponential backoff", with `x-ratelimit-reset-requests`: "Time in
     seconds until the rate limit window resets". The stand-in answers 429 again to a call made
     before that time."""
     yaml = "version: 1\nbots:\n  patient:\n    steps: [{bot: Busy, retries: 2}]\n"
-    busy = Behavior(
-        text="answered",
-        http_status=429,
-        http_status_first=1,
-        headers={"x-ratelimit-reset-requests": "1"},
-    )
-    async with serve_pipelines(yaml, {"Busy": busy}, pacing=FAST) as s:
+    async with serve_pipelines(yaml, {"Busy": busy_once(reset=1)}, pacing=FAST) as s:
         reply = await s.ask("patient")
     assert reply.text == "answered"
     assert s.standin.too_early == []  # the retry waited the full second
@@ -191,13 +195,7 @@ async def test_a_rate_limited_call_waits_as_poes_headers_say_before_trying_again
 async def test_retries_made_at_once_after_a_429_would_be_refused() -> None:
     """The check above can fail: without waiting, the stand-in refuses the retry."""
     yaml = "version: 1\nbots:\n  hasty:\n    steps: [{bot: Busy, retries: 1, timeout: 0.01}]\n"
-    busy = Behavior(
-        text="answered",
-        http_status=429,
-        http_status_first=1,
-        headers={"x-ratelimit-reset-requests": "30"},
-    )
-    async with serve_pipelines(yaml, {"Busy": busy}, pacing=FAST) as s:
+    async with serve_pipelines(yaml, {"Busy": busy_once(reset=30)}, pacing=FAST) as s:
         reply = await s.ask("hasty")  # the wait is capped by the step's 0.01 s timeout
     assert len(s.standin.too_early) == 1
     assert "HTTP 429" in reply.text
