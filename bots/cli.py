@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -80,7 +81,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(budget_table(config))
     for bot_id in config.bots:
         print(f"serving /{bot_id} at http://{args.host}:{args.port}/{bot_id}")
-    uvicorn.run(build_app(config), host=args.host, port=args.port, log_level="info")
+    # log_config=None: uvicorn's own records go through the same JSON lines as the app's
+    uvicorn.run(build_app(config), host=args.host, port=args.port, log_config=None)
     return 0
 
 
@@ -162,4 +164,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    raise SystemExit(args.run(args))
+    try:
+        status = args.run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader went away (`... | head`): stop quietly, as command-line tools do, and keep
+        # Python from failing again when it flushes stdout on the way out
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 1
+    raise SystemExit(status)

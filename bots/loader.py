@@ -1,4 +1,5 @@
-"""Loading pipelines.yaml: YAML with positions, the pydantic models, and every cross-field check.
+"""Loading pipelines.yaml: the document (`document`), the pydantic models, and every
+cross-field check.
 
 Every mistake is collected and reported together, each as `FILE:LINE:COL: key.path: what is
 wrong, and what is expected`, where the line is where the offending key or value stands.
@@ -15,19 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from . import format as fmt
 from .budget import Cost, sequence_cost
+from .document import Document, Loc, dotted
 from .errors import ConfigError, Problem
 from .format import BotSpec, CallStep, ParallelStep, PipelineFile, StepBase
 from .templates import BUILTINS, LOOP_VARIABLES, Template, TemplateProblem, compile_template
 
 DEFAULT_PATH = "pipelines.yaml"
-Loc = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)
@@ -71,89 +69,6 @@ def load(path: str | Path = DEFAULT_PATH) -> Config:
 def parse(text: str, name: str = DEFAULT_PATH) -> Config:
     """Validates the text of a pipelines file; raises ConfigError listing every mistake."""
     return _Checker(name).check(text)
-
-
-# --- YAML with positions ---------------------------------------------------------------------
-
-
-class _Yaml:
-    """Turns YAML nodes into plain data, remembering where each key and item stands."""
-
-    def __init__(self, checker: _Checker) -> None:
-        self.checker = checker
-        self.positions: dict[Loc, tuple[int, int]] = {}
-        self.constructor = SafeConstructor()
-
-    def build(self, node: Node, loc: Loc, depth: int = 0) -> Any:
-        self.positions.setdefault(loc, _mark(node))
-        if depth > 64:
-            self.checker.add(loc, "nesting is too deep (or an alias refers to itself)")
-            return None
-        if isinstance(node, MappingNode):
-            self.constructor.flatten_mapping(node)
-            result: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, ScalarNode):
-                    self.checker.add(
-                        loc,
-                        "a key must be plain text; a template that starts with '{{' must be "
-                        'quoted, e.g. text: "{{ message }}"',
-                        at=_mark(key_node),
-                    )
-                    continue
-                key = str(key_node.value)
-                if key in result:
-                    first = self.positions[(*loc, key)]
-                    self.checker.add(
-                        (*loc, key),
-                        f"duplicate key {key!r} (first at line {first[0]}); each key may appear "
-                        "once",
-                        at=_mark(key_node),
-                    )
-                    continue
-                self.positions[(*loc, key)] = _mark(key_node)
-                result[key] = self.build(value_node, (*loc, key), depth + 1)
-            return result
-        if isinstance(node, SequenceNode):
-            return [self.build(item, (*loc, i), depth + 1) for i, item in enumerate(node.value)]
-        return self.constructor.construct_object(node, deep=True)
-
-
-_YAML_HINTS = [
-    # (what PyYAML says, what is probably wrong)
-    ("'\\t'", "a tab character: YAML indents with spaces only, so replace it with spaces"),
-    (
-        "expected <block end>",
-        "this line's indentation does not match the lines above it: the keys of one mapping, "
-        "and the items of one list, start in the same column",
-    ),
-    (
-        "mapping values are not allowed here",
-        "a ':' where none was expected: this line is indented deeper than the key above it, "
-        "or a value holds ': ' and needs quotes (prompt: \"Answer: this\")",
-    ),
-    (
-        "could not find expected ':'",
-        "a line without 'key: value' in a mapping: a missing ':', or a text of several lines "
-        "that needs '|' after its key",
-    ),
-    ("scanning a quoted scalar", "a quote is opened and never closed"),
-    ("expected ',' or '}'", "a '{' is not closed, or two of its entries lack a ',' between them"),
-    ("expected ',' or ']'", "a '[' is not closed, or two of its items lack a ',' between them"),
-    ("that cannot start any token", "a value starts with a character YAML reserves: quote it"),
-]
-
-
-def _mark(node: Node) -> tuple[int, int]:
-    return node.start_mark.line + 1, node.start_mark.column + 1
-
-
-def dotted(loc: Loc) -> str:
-    """('bots', 'x', 'steps', 0, 'bot') -> 'bots.x.steps[0].bot'."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 # --- pydantic errors, located ----------------------------------------------------------------
@@ -208,6 +123,14 @@ def _explain(error: dict[str, Any], loc: Loc, parent: Any) -> str:
         found = " and ".join(present) if present else "none of them"
         if not isinstance(value, dict):
             found = f"{type(value).__name__} {value!r}"
+        elif not present:
+            guesses = [
+                f"{close[0]!r} for {key!r}"
+                for key in value
+                if (close := difflib.get_close_matches(str(key), fmt.STEP_KINDS, n=1))
+            ]
+            if guesses:
+                found += f" (did you mean {', '.join(guesses)}?)"
         return f"a step needs exactly one of bot, parallel, route, loop, text; found {found}"
     if kind == "string_pattern_mismatch" and (
         key in ("bot", "fallback") or len(loc) > 1 and loc[-2] == "fallback"
@@ -242,20 +165,20 @@ class _Checker:
     def __init__(self, name: str) -> None:
         self.name = name
         self.problems: list[Problem] = []
-        self.yaml = _Yaml(self)
+        self.document = Document("")
 
     def add(self, loc: Loc, message: str, *, at: tuple[int, int] | None = None) -> None:
         line, column = at or self._position(loc)
         self.problems.append(Problem(self.name, line, column, dotted(loc), message))
 
     def _position(self, loc: Loc) -> tuple[int, int]:
-        for end in range(len(loc), -1, -1):
-            if loc[:end] in self.yaml.positions:
-                return self.yaml.positions[loc[:end]]
-        return 1, 1
+        return self.document.position(loc)
 
     def check(self, text: str) -> Config:
-        data = self._read_yaml(text)
+        self.document = Document(text)
+        for loc, message, at in self.document.problems:
+            self.add(loc, message, at=at)
+        data = self.document.data
         if not isinstance(data, dict):
             if not self.problems:
                 got = "an empty file" if data is None else f"a {type(data).__name__}"
@@ -286,24 +209,6 @@ class _Checker:
             raise ConfigError(self.problems)
         assert isinstance(header, PipelineFile)
         return Config(self.name, header.call_budget, plans)
-
-    def _read_yaml(self, text: str) -> Any:
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
-            if e.context_mark and ("quoted" in (e.context or "") or "flow" in (e.context or "")):
-                mark = e.context_mark  # where the unclosed quote or bracket opened
-            at = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-            reason = " ".join(filter(None, [e.context, e.problem]))
-            hint = next((hint for clue, hint in _YAML_HINTS if clue in reason), None)
-            message = f"{hint} (the YAML parser says: {reason})" if hint else reason
-            self.add((), f"YAML syntax error: {message}", at=at)
-            return None
-        except yaml.YAMLError as e:
-            self.add((), f"YAML error: {e}")
-            return None
-        return None if node is None else self.yaml.build(node, ())
 
     def _validate(self, model: type[BaseModel] | TypeAdapter[Any], data: Any, loc: Loc) -> Any:
         try:
@@ -374,7 +279,7 @@ class _Checker:
         step._path = dotted(loc[2:])  # relative to the bot, e.g. "steps[1].parallel[0]"
         if step.id is not None:
             if step.id in self._seen_ids:
-                first = self.yaml.positions.get((*self._seen_ids[step.id], "id"), (0, 0))[0]
+                first = self.document.positions.get((*self._seen_ids[step.id], "id"), (0, 0))[0]
                 self.add(
                     (*loc, "id"),
                     f"duplicate step id {step.id!r} (first at line {first}); "
@@ -447,7 +352,7 @@ class _Checker:
             self.add(loc, str(e))
             return
         for variable in sorted(variables - visible):
-            known = sorted(visible)
+            known = sorted(name for name in visible if name.isidentifier())
             close = difflib.get_close_matches(variable, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             self.add(

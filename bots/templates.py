@@ -78,10 +78,14 @@ def compile_template(source: str) -> tuple[jinja2.Template, set[str]]:
         for node in ast.find_all(node_type):
             if node.name not in known:
                 close = difflib.get_close_matches(node.name, list(known), n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else f"Jinja2's {what}s are: {', '.join(sorted(known))}"
+                )
                 raise TemplateProblem(
-                    f"template uses the {what} {node.name!r}, which Jinja2 does not have; "
-                    f"{hint}{what}s: {', '.join(sorted(known))}"
+                    f"template line {node.lineno} uses the {what} {node.name!r}, which Jinja2 "
+                    f"does not have; {hint}"
                 )
     unsafe = _unsafe_names(ast)
     if unsafe:

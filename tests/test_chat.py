@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from asyncio.subprocess import PIPE
 from pathlib import Path
@@ -118,3 +119,19 @@ async def test_the_trace_shows_a_wait_for_poes_rate_limit(tmp_path: Path) -> Non
     wait = next(line for line in out.splitlines() if " wait " in line)
     assert "Busy" in wait and "HTTP 429: waited as Poe's headers asked" in wait
     assert "answered" in out and standin.too_early == []
+
+
+def test_a_reader_that_goes_away_ends_the_chat_quietly() -> None:
+    """`chat ... | head -1`: the pipe closes while the chat still writes; no traceback."""
+    environ = {k: v for k, v in os.environ.items() if k != "POE_API_KEY"}
+    read, write = os.pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bots", "chat", "council", "--dry-run", "--delay", "0.3",
+         "-m", "hi"], cwd=ROOT, env=environ, stdout=write, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.close(write)
+    with os.fdopen(read, "rb") as reader:
+        reader.readline()  # the first line, then the reader goes away
+    _, err = process.communicate(timeout=60)
+    assert "Traceback" not in err.decode(), err.decode()
+    assert process.returncode == 1

@@ -150,11 +150,22 @@ def test_yaml_syntax_error_names_where_the_unclosed_bracket_opened() -> None:
         (
             "version: 1\nbots:\n  x:\n    steps:\n      - bot: A\n        prompt: Answer: this\n",
             "6:23",
-            "a value holds ': ' and needs quotes",
+            "a value holds ': ', so it needs quotes",
+        ),
+        (
+            "version: 1\nbots:\n  x:\n    steps:\n      - bot: A\n          history: false\n",
+            "6:18",
+            "this line is indented deeper than the key above it",
+        ),
+        (
+            'version: 1\nbots:\n  x:\n    introduction: "Hi\n    steps:\n      - bot: A\n'
+            '        prompt: "{{ message }}"\n',
+            "4:19",
+            "a quote opened here is never closed (YAML read on to line 7)",
         ),
         ('version: 1\nbots:\n  x:\n    steps:\n      - {text: "hi}\n', "5:16", "never closed"),
     ],
-    ids=["tab", "dedent", "colon", "quote"],
+    ids=["tab", "dedent", "colon", "deeper", "quote-mid-file", "quote"],
 )
 def test_yaml_mistakes_say_what_is_probably_wrong(text: str, where: str, hint: str) -> None:
     message = one_problem(text)
@@ -162,9 +173,26 @@ def test_yaml_mistakes_say_what_is_probably_wrong(text: str, where: str, hint: s
     assert "the YAML parser says:" in message  # PyYAML's own words stay, after the hint
 
 
-def test_an_unquoted_template_says_to_quote_it() -> None:
+def test_an_unquoted_template_says_to_quote_it_once() -> None:
     found = problems("version: 1\nbots:\n  x:\n    steps:\n      - text: {{ message }}\n")
-    assert any("a template that starts with '{{' must be quoted" in p for p in found)
+    assert found == [
+        "p.yaml:5:15: bots.x.steps[0].text: a template that starts with '{{' must be quoted, "
+        'e.g. text: "{{ message }}"'
+    ]
+
+
+def test_a_misspelt_step_kind_gets_a_suggestion() -> None:
+    assert one_problem("version: 1\nbots:\n  x:\n    steps:\n      - {bto: A}\n").endswith(
+        "found none of them (did you mean 'bot' for 'bto'?)"
+    )
+
+
+def test_a_broken_step_id_is_not_suggested_to_templates() -> None:
+    found = problems(
+        "version: 1\nbots:\n  x:\n    steps:\n      - {id: drafts-1, bot: A}\n"
+        "      - text: '{{ drafts }}'\n"
+    )
+    assert "drafts-1" not in found[1]
 
 
 def test_misspelt_key_suggests_the_close_match() -> None:
@@ -251,9 +279,9 @@ def test_template_that_does_not_compile() -> None:
 @pytest.mark.parametrize(
     ("template", "expected"),
     [
-        ("{{ message | nosuch }}", "template uses the filter 'nosuch', which Jinja2 does not"),
-        ("{{ message | uper }}", "did you mean 'upper'?"),
-        ("{% if message is odd_one %}x{% endif %}", "template uses the test 'odd_one'"),
+        ("{{ message | nosuch }}", "template line 1 uses the filter 'nosuch', which Jinja2"),
+        ("{{ message | uper }}", "does not have; did you mean 'upper'?"),
+        ("{% if message is odd_one %}x{% endif %}", "uses the test 'odd_one'"),
     ],
 )
 def test_unknown_filters_and_tests_are_refused_at_validation(template: str, expected: str) -> None:
