@@ -13,7 +13,8 @@ bots it calls. Each rule, with where Poe says it:
   message (a 200 SSE stream of one `error` event with `allow_retry: false`, then `done`);
 * a server bot's calls are attributed by its access key (`stream_request(request, bot,
   request.access_key)` in Poe's guide): the bearer token must be the key in the body, else
-  HTTP 401; an unknown bot gets HTTP 404;
+  HTTP 401; an unknown bot gets HTTP 404; settings pushed under a key that is not "an access
+  key consisting of 32 ASCII characters" get HTTP 401;
 * `metadata`: "This data must be sent when using the API to access other Poe bots": a call
   without Poe's `d-` identifier gets HTTP 400;
 * "on 429, back off exponentially", `x-ratelimit-reset-requests` being "Time in seconds
@@ -61,6 +62,7 @@ BOT_PREFIX = "/bot/"
 MESSAGE_CALL_LIMIT = 100
 REPLY_CHAR_LIMIT = 100_000
 REPLY_EVENT_LIMIT = 10_000
+ACCESS_KEY = re.compile(r"^[\x21-\x7e]{32}$")  # a bot's access key: 32 ASCII characters
 IDENTIFIER = re.compile(r"^[a-z]{1,3}-[a-z0-9=]{32}$")  # Poe's identifiers: m-, u-, c-, d-...
 INLINE_REF = re.compile(r"!\[[^\]]*\]\[([^\]\s]+)\]")  # ![title][inline_ref]
 
@@ -368,6 +370,10 @@ class StandIn:
             await _send_json(send, 404, {"detail": "Use update_settings/<bot>/<key>/<version>"})
             return
         _, bot, key, _version = parts
+        # "an access key consisting of 32 ASCII characters"
+        if not ACCESS_KEY.match(key):
+            await _send_json(send, 401, {"detail": "Invalid access key"})
+            return
         self.settings_updates.append({"bot": bot, "access_key": key, "settings": payload})
         self.declare(key, payload.get("server_bot_dependencies") or {}, bot)
         await _send_json(send, 200, {"status": "ok"})

@@ -27,22 +27,23 @@ FAST = Pacing(delta_gap=0.005, replace_gap=0.02, status_delay=0.05)
 
 # --- length --------------------------------------------------------------------------------
 
+SECTIONS = """\
+    version: 1
+    bots:
+      sections:
+        steps:
+          - parallel: [{bot: A}, {bot: B}, {bot: C}]
+            show: sections
+"""
+
 
 async def test_no_reply_exceeds_100000_characters_counting_every_text_and_replace() -> None:
     """ "The total length of a bot response (the sum of the length of all `text` events ...)
     may not exceed 100,000 characters." Three live sections of about 40,000 characters each:
     re-rendered as they grow, they would send several times that."""
-    yaml = """\
-        version: 1
-        bots:
-          long:
-            steps:
-              - parallel: [{bot: A}, {bot: B}, {bot: C}]
-                show: sections
-    """
     words = Behavior(text="word " * 8_000, token_gap=0.0002)  # 40,000 characters
-    async with serve_pipelines(yaml, {"A": words, "B": words, "C": words}, pacing=FAST) as s:
-        reply = await s.ask("long")  # the stand-in fails a reply over the limit
+    async with serve_pipelines(SECTIONS, {"A": words, "B": words, "C": words}, pacing=FAST) as s:
+        reply = await s.ask("sections")  # the stand-in fails a reply over the limit
     assert reply.chars <= REPLY_CHAR_LIMIT
     assert reply.text.startswith("### A\n\nword word") and reply.text.endswith(TRUNCATED)
     assert any(name == "replace_response" for name, _ in reply.events)  # sections were live
@@ -51,17 +52,9 @@ async def test_no_reply_exceeds_100000_characters_counting_every_text_and_replac
 async def test_an_ordinary_reply_is_shown_whole() -> None:
     """The limit costs nothing below it: three live sections of a few thousand characters
     arrive complete, with no note."""
-    yaml = """\
-        version: 1
-        bots:
-          council:
-            steps:
-              - parallel: [{bot: A}, {bot: B}, {bot: C}]
-                show: sections
-    """
     words = Behavior(text="word " * 600, token_gap=0.001)
-    async with serve_pipelines(yaml, {"A": words, "B": words, "C": words}, pacing=FAST) as s:
-        reply = await s.ask("council")
+    async with serve_pipelines(SECTIONS, {"A": words, "B": words, "C": words}, pacing=FAST) as s:
+        reply = await s.ask("sections")
     assert reply.text == "\n\n".join(f"### {b}\n\n{'word ' * 599}word" for b in "ABC")
 
 

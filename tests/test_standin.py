@@ -405,9 +405,14 @@ async def test_register_caller_from_a_server_bots_settings(http: httpx.AsyncClie
 async def test_settings_sync_declares_dependencies(http: httpx.AsyncClient) -> None:
     async with StandIn({"A": Behavior(text="a"), "B": Behavior(text="b")}) as standin:
         settings = fp.SettingsResponse(server_bot_dependencies={"A": 1}).model_dump()
-        synced = await http.post(standin.base_url + "update_settings/MyBot/k2/1.2", json=settings)
-        ok = await ask(standin, http, "A", "k2")
-        no = await ask(standin, http, "B", "k2")
+        k2 = "k2".ljust(32, "-")
+        short = await http.post(standin.base_url + "update_settings/MyBot/k2/1.2", json=settings)
+        synced = await http.post(
+            standin.base_url + f"update_settings/MyBot/{k2}/1.2", json=settings
+        )
+        ok = await ask(standin, http, "A", k2)
+        no = await ask(standin, http, "B", k2)
+    assert short.status_code == 401  # not a Poe access key
     assert synced.status_code == 200 and standin.settings_updates[0]["bot"] == "MyBot"
     assert ok.text == "a"
     assert no.errors[0]["text"] == UNDECLARED.replace("Caller", "MyBot")
