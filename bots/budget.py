@@ -68,7 +68,7 @@ def step_cost(step: StepBase) -> Cost:
             cost = cost.either(sequence_cost(case))
         return cost
     if isinstance(step, LoopStep):
-        return sequence_cost(step.loop.steps).times(step.loop.max)
+        return sequence_cost(step.loop.steps).times(step.loop.bound)
     return Cost()
 
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,13 +63,23 @@ class Calls:
     tries: Counter[str] = field(default_factory=Counter)  # calls made, per call step path
     # every failed try: its step, bot and a reason fit for logs (nothing a dependency wrote)
     failures: list[dict[str, str]] = field(default_factory=list)
+    made: int = 0  # successful calls so far
+    # per call step: the number of its last successful call, and the files that call produced
+    produced: dict[str, tuple[int, list[fp.Attachment]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.guard = CallGuard(Counter(self.plan.dependencies), self.plan.cost.total)
         self.history = conversation.History(self.request)
 
-    async def call(self, step: CallStep, part: Part | None, variables: dict[str, Any]) -> str:
-        """One call step: every try of its bot, then of each fallback, until one succeeds."""
+    async def call(
+        self,
+        step: CallStep,
+        part: Part | None,
+        variables: dict[str, Any],
+        files: Mapping[str, list[fp.Attachment]],
+    ) -> str:
+        """One call step: every try of its bot, then of each fallback, until one succeeds.
+        `files` are the files each earlier step produced, by id."""
 
         def render(name: str) -> str:
             template = step.template(name)
@@ -87,10 +97,16 @@ class Calls:
                     bot=step.bot,
                     error_type="user_message_too_long" if too_long else None,
                 )
-        # the user's own message parameters pass through; the step's override them
-        parameters = dict(variables["params"])
-        for name, value in step.parameters.items():
-            parameters[name] = render(f"parameters.{name}") if isinstance(value, str) else value
+        # only what the step says: the user's own parameters are the pipeline's, not the bot's
+        parameters = {
+            name: render(f"parameters.{name}") if isinstance(value, str) else value
+            for name, value in step.parameters.items()
+        }
+        sent: list[fp.Attachment] = []
+        for source in step.sources:
+            sent += (
+                self.request.query[-1].attachments if source == "user" else files.get(source, [])
+            )
         messages = conversation.call_messages(
             self.request,
             self.history,
@@ -99,7 +115,8 @@ class Calls:
             system=system,
             parameters=parameters,
             use_history=step.history,
-            attachments=step.attachments,
+            attachments=sent,
+            user_files="user" in step.sources,
         )
         request = conversation.forward(self.request, messages)
         timeout = step.timeout or self.timeout
@@ -115,7 +132,7 @@ class Calls:
                 tried.append(bot)
                 try:
                     with self._asking(bot):
-                        text = await self._try(request, bot, part, timeout)
+                        text, produced = await self._try(request, bot, part, timeout)
                 except CallFailed as e:
                     failures.append(e)
                     self.failures.append({"step": step.path, "bot": bot, "reason": e.log_reason})
@@ -129,6 +146,8 @@ class Calls:
                 if prompt != message:
                     record["p"] = prompt
                 self.records[step.path] = record
+                self.made += 1
+                self.produced[step.path] = (self.made, produced)
                 return text
         error_type = next((f.error_type for f in reversed(failures) if f.error_type), None)
         raise StepFailed(
@@ -175,8 +194,10 @@ class Calls:
 
     async def _try(
         self, request: fp.QueryRequest, bot: str, part: Part | None, seconds: float
-    ) -> str:
+    ) -> tuple[str, list[fp.Attachment]]:
+        """One try: its text, streamed into `part`, and its files."""
         text = ""
+        files: list[fp.Attachment] = []
         suggestions: list[str] = []
         if part is not None:
             part.replace("")
@@ -186,6 +207,7 @@ class Calls:
                     if isinstance(event, fp.MetaResponse) or event.data is not None:
                         continue
                     if event.attachment is not None:
+                        files.append(event.attachment)
                         # at once: the text after it may show it inline by its inline_ref
                         if part is not None:
                             part.attach(event.attachment)
@@ -203,7 +225,16 @@ class Calls:
             raise CallFailed(f"no complete answer within {seconds:g} s") from None
         if part is not None:
             part.suggestions = suggestions
-        return text
+        return text, files
+
+    def files_under(self, path: str, since: int) -> list[fp.Attachment]:
+        """The files the calls at or inside `path` produced after call number `since`."""
+        found = [
+            (made, files)
+            for at, (made, files) in self.produced.items()
+            if made > since and (at == path or at.startswith((path + ".", path + "[")))
+        ]
+        return [file for _, files in sorted(found, key=lambda item: item[0]) for file in files]
 
 
 def _failure_message(failures: list[tuple[str, CallFailed]]) -> str:

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import fastapi_poe as fp
 import httpx
 
+from . import controls
 from .calls import TraceEntry
 from .client import POE_BASE_URL, Caller, PoeCaller, new_http_client
 from .engine import Run
@@ -60,6 +61,41 @@ def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
             )
         params[key.strip()] = _scalar(value.strip())
     return params
+
+
+def checked_params(plan: BotPlan, params: dict[str, Any]) -> dict[str, Any]:
+    """--param values checked against the bot's controls, as Poe's UI would allow them."""
+    declared = {control.name: control for control in controls.flat(plan.spec.controls)}
+    checked = {}
+    for name, value in params.items():
+        control = declared.get(name)
+        if control is None:
+            names = ", ".join(declared) or "none"
+            raise ChatError(
+                f"--param {name}: /{plan.id} has no control of that name; its controls: {names} "
+                f"(python -m bots chat {plan.id} --controls)"
+            )
+        try:
+            checked[name] = control.accept(value)
+        except ValueError as e:
+            raise ChatError(f"--param {name}={value}: {e}") from None
+    return checked
+
+
+def controls_table(plan: BotPlan) -> str:
+    """The bot's controls, as `chat --controls` prints them."""
+    declared = list(controls.flat(plan.spec.controls))
+    if not declared:
+        return f"/{plan.id} has no controls."
+    lines = [f"/{plan.id} controls (set one with --param NAME=VALUE):"]
+    width = max(len(control.name) for control in declared)
+    for control in declared:
+        kind = controls.control_kind(control) or ""
+        lines.append(
+            f"  {control.name:<{width}}  {kind:<12} {control.label}: {control.describe()}; "
+            f"default {control.default_value!r}"
+        )
+    return "\n".join(lines)
 
 
 def _scalar(text: str) -> Any:

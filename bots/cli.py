@@ -100,11 +100,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.controls:
+        print(chat.controls_table(plan))
+        return 0
     try:
         options = chat.Options(
             dry_run=args.dry_run,
             files=[Path(f) for f in args.file],
-            params=chat.parse_params(args.param),
+            params=chat.checked_params(plan, chat.parse_params(args.param)),
             trace=not args.no_trace,
             simulated_delay=args.delay,
         )
@@ -146,8 +149,11 @@ def parser() -> argparse.ArgumentParser:
         "--param",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="a message parameter, e.g. reasoning_effort=low",
+        metavar="NAME=VALUE",
+        help="set one of the bot's controls, e.g. aspect=1:1 (see --controls)",
+    )
+    chat.add_argument(
+        "--controls", action="store_true", help="print the bot's controls (its parameters)"
     )
     chat.add_argument(
         "-m",

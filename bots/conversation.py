@@ -56,18 +56,24 @@ def forward(request: fp.QueryRequest, messages: list[fp.ProtocolMessage]) -> For
     )
 
 
-def template_variables(request: fp.QueryRequest) -> dict[str, Any]:
-    """The built-in variables every template sees."""
+def template_variables(request: fp.QueryRequest, params: dict[str, Any]) -> dict[str, Any]:
+    """The built-in variables every template sees; `params` are the controls' values."""
     last = request.query[-1] if request.query else None
     return {
         "message": last.content if last else "",
         "conversation": [{"role": m.role, "content": m.content} for m in request.query],
-        "params": dict(last.parameters) if last else {},
+        "params": params,
         "attachments": [
-            {"name": a.name, "url": a.url, "content_type": a.content_type}
+            {**describe(a), "parsed_content": a.parsed_content}
             for a in (last.attachments if last else [])
         ],
+        "files": {},  # step id -> the files it produced, as steps run
     }
+
+
+def describe(attachment: fp.Attachment) -> dict[str, str]:
+    """A file as templates see it."""
+    return {"name": attachment.name, "url": attachment.url, "content_type": attachment.content_type}
 
 
 def _checksum(text: str) -> str:
@@ -172,22 +178,20 @@ def call_messages(
     system: str | None,
     parameters: dict[str, Any],
     use_history: bool,
-    attachments: bool,
+    attachments: list[fp.Attachment],
+    user_files: bool,
 ) -> list[fp.ProtocolMessage]:
-    """The `query` of one dependency call: its own view of the conversation, then the prompt."""
+    """The `query` of one dependency call: its own view of the conversation (with the user's
+    earlier files when `user_files`), then the prompt with `attachments`."""
     messages: list[fp.ProtocolMessage] = []
     if system:
         messages.append(fp.ProtocolMessage(role="system", content=system))
     if use_history:
-        messages += history.view(key, attachments=attachments)
+        messages += history.view(key, attachments=user_files)
     last = request.query[-1]
     messages.append(
         last.model_copy(
-            update={
-                "content": prompt,
-                "parameters": parameters,
-                "attachments": list(last.attachments) if attachments else [],
-            }
+            update={"content": prompt, "parameters": parameters, "attachments": attachments}
         )
     )
     return messages

@@ -18,7 +18,7 @@ from typing import Any
 
 import fastapi_poe as fp
 
-from . import conversation
+from . import controls, conversation
 from .calls import DEFAULT_CALL_TIMEOUT, Calls, TraceEntry
 from .client import Caller
 from .errors import RunError, StepFailed
@@ -68,14 +68,21 @@ class Run:
     calls: Calls = field(init=False)
     trace: list[TraceEntry] = field(default_factory=list)
     failure: str | None = None  # why the pipeline stopped, fit for logs
+    files: dict[str, list[fp.Attachment]] = field(default_factory=dict)  # per step id
 
     def __post_init__(self) -> None:
         self.calls = Calls(self.plan, self.request, self.reply, self.caller, self.call_timeout)
         self.calls.trace = self.trace
-        self.variables = conversation.template_variables(self.request)
+        given = self.request.query[-1].parameters if self.request.query else {}
+        params, notes = controls.values(self.plan.spec.controls, given)
+        for note in notes:  # a value the user set that its control does not allow
+            self.trace.append(TraceEntry("params", "param", None, 0.0, 0, note))
+        self.variables = conversation.template_variables(self.request, params)
         # every id is defined from the start ("" until its step runs): the loader has checked
         # the order, and steps in routes not taken or loops not yet run read as empty
-        self.variables.update(dict.fromkeys(ids_in(self.plan.spec.steps), ""))
+        ids = list(ids_in(self.plan.spec.steps))
+        self.variables.update(dict.fromkeys(ids, ""))
+        self.variables["files"] = {step_id: [] for step_id in ids}  # and no files yet
 
     async def execute(self, deadline: float = REPLY_DEADLINE) -> None:
         """Runs the pipeline into the reply, then finishes the reply whatever happened."""
@@ -120,6 +127,7 @@ class Run:
         entry = TraceEntry(step.path, step.kind, getattr(step, "bot", None), 0.0, 0, "ok")
         self.trace.append(entry)
         started, tries_before = time.monotonic(), self._tries_under(step.path)
+        calls_before = self.calls.made
         try:
             when = step.template("when")
             if when is not None and not when.is_true(self.variables):
@@ -145,6 +153,9 @@ class Run:
             entry.calls = self._tries_under(step.path) - tries_before
         if step.id:
             self.variables[step.id] = value
+            files = self.calls.files_under(step.path, since=calls_before)
+            self.files[step.id] = files
+            self.variables["files"][step.id] = [conversation.describe(f) for f in files]
         return value
 
     def _tries_under(self, path: str) -> int:
@@ -157,7 +168,7 @@ class Run:
 
     async def _dispatch(self, step: StepBase, slot: Slot) -> Any:
         if isinstance(step, CallStep):
-            return await self.calls.call(step, slot.part(), self.variables)
+            return await self.calls.call(step, slot.part(), self.variables, self.files)
         if isinstance(step, TextStep):
             text = self._render(step, "text")
             part = slot.part()
@@ -260,7 +271,10 @@ class Run:
         saved = {name: self.variables.get(name) for name in LOOP_VARIABLES}
         value: Any = ""
         try:
-            for iteration in range(1, step.loop.max + 1):
+            rounds = step.loop.bound
+            if step.loop.slider is not None:  # the user's choice, within the slider's range
+                rounds = min(rounds, int(self.variables["params"][step.loop.slider]))
+            for iteration in range(1, rounds + 1):
                 self.variables["iteration"] = iteration
                 value = await self.sequence(step.loop.steps, slot)
                 until = step.template("until")

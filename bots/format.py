@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
 )
 
+from .controls import LOOP_BOUND, Control
 from .templates import Template
 
 POE_CALL_CAP = 100
@@ -81,7 +82,11 @@ class CallStep(StepBase):
     parameters: dict[str, Any] = Field(
         default_factory=dict, description="The message's parameters (string values are templates)."
     )
-    attachments: bool = Field(default=True, description="Forward the user's attachments.")
+    attachments: bool | list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        default=True,
+        description="Files sent with the prompt: true (the user's), false (none), or a list "
+        "of sources: user, and ids of earlier steps (the files they produced).",
+    )
     retries: Annotated[int, Field(ge=0, le=5)] = 0
     fallback: list[PoeName] = Field(
         default_factory=list, description="Bots tried in order when the call fails."
@@ -98,6 +103,13 @@ class CallStep(StepBase):
     def bots(self) -> list[str]:
         """The bots this step may call, in the order it tries them."""
         return [self.bot, *self.fallback]
+
+    @property
+    def sources(self) -> list[str]:
+        """Where the files sent with the prompt come from: `user`, and step ids."""
+        if isinstance(self.attachments, bool):
+            return ["user"] if self.attachments else []
+        return list(self.attachments)
 
 
 class ParallelStep(StepBase):
@@ -124,9 +136,36 @@ class RouteStep(StepBase):
 
 
 class LoopSpec(Model):
-    max: Annotated[int, Field(ge=1, le=20)]
+    max: int | str = Field(
+        description='Rounds at most: 1 to 20, or "{{ params.NAME }}" naming a slider control.'
+    )
     until: str | None = None
     steps: Annotated[list[Step], Field(min_length=1)]
+
+    @field_validator("max", mode="before")
+    @classmethod
+    def _rounds(cls, value: Any) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 20:
+            return value
+        if isinstance(value, str) and LOOP_BOUND.match(value):
+            return value
+        raise ValueError(
+            f"got {value!r}: loop.max is a whole number from 1 to 20, or "
+            '"{{ params.NAME }}" naming a slider control'
+        )
+
+    # The most rounds it can run: `max`, or its slider's max_value; set by the loader.
+    _bound: int = PrivateAttr(default=0)
+
+    @property
+    def bound(self) -> int:
+        return self.max if isinstance(self.max, int) else self._bound
+
+    @property
+    def slider(self) -> str | None:
+        """The slider control whose value sets `max`, if one does."""
+        found = LOOP_BOUND.match(self.max) if isinstance(self.max, str) else None
+        return found.group(1) if found else None
 
 
 class LoopStep(StepBase):
@@ -192,6 +231,16 @@ class BotSpec(Model):
     )
     introduction: str | None = None
     allow_attachments: bool = True
+    expand_text_attachments: bool | None = Field(
+        default=None, description="Poe adds parsed_content to text attachments (Poe's default)."
+    )
+    enable_image_comprehension: bool | None = Field(
+        default=None,
+        description="Poe adds parsed_content to images (limits users to one image a message).",
+    )
+    controls: list[Control] = Field(
+        default_factory=list, description="Poe's parameter controls: the knobs in its chat UI."
+    )
     steps: Annotated[list[Step], Field(min_length=1)]
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import format as fmt
 from .budget import Cost, sequence_cost
+from .controls import CONTROL_MODELS, Labeled, SectionControl, SliderControl, control_kind
 from .document import Document, Loc, dotted
 from .errors import ConfigError, Problem
 from .format import BotSpec, CallStep, ParallelStep, PipelineFile, StepBase
@@ -82,7 +83,8 @@ def _real_loc(loc: Sequence[str | int], data: Any) -> Loc:
     for part in loc:
         # pydantic names the union member right after a step's index (or first, for one step)
         after_index = not out or isinstance(out[-1], int)
-        if after_index and part == fmt.step_kind(current) and not skipped_at.get(len(out)):
+        tag = fmt.step_kind(current) or control_kind(current)
+        if after_index and part == tag and not skipped_at.get(len(out)):
             skipped_at[len(out)] = True
             continue
         if isinstance(current, dict) and part in current:
@@ -103,6 +105,9 @@ def _model_for(loc: Loc, data: Any) -> type[BaseModel] | None:
         return BotSpec
     if loc[-1] == "loop":
         return fmt.LoopSpec
+    if len(loc) > 1 and loc[-2] == "controls" and isinstance(loc[-1], int):
+        control = control_kind(data)
+        return CONTROL_MODELS[control] if control else None
     kind = fmt.step_kind(data)
     return fmt.STEP_MODELS[kind] if kind else None
 
@@ -132,6 +137,10 @@ def _explain(error: dict[str, Any], loc: Loc, parent: Any) -> str:
             if guesses:
                 found += f" (did you mean {', '.join(guesses)}?)"
         return f"a step needs exactly one of bot, parallel, route, loop, text; found {found}"
+    if kind == "control_kind":
+        present = [k for k in CONTROL_MODELS if isinstance(value, dict) and k in value]
+        found = " and ".join(present) if present else "none of them"
+        return f"{message}; found {found}"
     if kind == "string_pattern_mismatch" and (
         key in ("bot", "fallback") or len(loc) > 1 and loc[-2] == "fallback"
     ):
@@ -255,6 +264,16 @@ class _Checker:
             if step is None:
                 broken_ids |= set(_raw_ids(item))
         self._seen_ids: dict[str, Loc] = {}
+        self._controls: dict[str, Labeled] = {}
+        if isinstance(spec, BotSpec):
+            self._check_controls(spec, base)
+        valid_steps = [step for step in steps if step is not None]
+        self._steps = {step.id: step for step in walk(valid_steps) if step.id}
+        self._producers = {
+            step_id
+            for step_id, step in self._steps.items()
+            if any(isinstance(inner, CallStep) for inner in walk([step]))
+        }
         self._walk(steps, (*base, "steps"), set(BUILTINS) | broken_ids, loop_ids=set())
         valid = [step for step in steps if step is not None]
         if not isinstance(spec, BotSpec) or broken_ids or len(valid) != len(steps):
@@ -285,11 +304,9 @@ class _Checker:
                     f"duplicate step id {step.id!r} (first at line {first}); "
                     "ids must be unique within a bot",
                 )
-            elif step.id in BUILTINS | LOOP_VARIABLES:
-                self.add(
-                    (*loc, "id"),
-                    f"step id {step.id!r} is a built-in template variable; choose another name",
-                )
+            elif step.id in BUILTINS | LOOP_VARIABLES | {"user"}:
+                what = "a source of attachments" if step.id == "user" else "a built-in variable"
+                self.add((*loc, "id"), f"step id {step.id!r} is {what}; choose another name")
             self._seen_ids.setdefault(step.id, loc)
         if step.show == "sections" and not isinstance(step, ParallelStep):
             self.add(
@@ -301,6 +318,7 @@ class _Checker:
         self._template(step, "when", step.when, (*loc, "when"), visible)
         after: set[str] = set()
         if isinstance(step, CallStep):
+            self._check_sources(step, loc, visible)
             self._template(step, "prompt", step.prompt, (*loc, "prompt"), visible)
             self._template(step, "system", step.system, (*loc, "system"), visible)
             for name, value in step.parameters.items():
@@ -336,6 +354,7 @@ class _Checker:
             if step.default is not None:
                 after |= self._walk(step.default, (*loc, "default"), defined, loop_ids)
         elif isinstance(step, fmt.LoopStep):
+            self._check_loop_bound(step, loc)
             inner = loop_ids | LOOP_VARIABLES | set(ids_in(step.loop.steps))
             after |= self._walk(step.loop.steps, (*loc, "loop", "steps"), defined, inner)
             self._template(step, "until", step.loop.until, (*loc, "loop", "until"), after | inner)
@@ -347,10 +366,22 @@ class _Checker:
         if source is None:
             return
         try:
-            _, variables = compile_template(source)
+            compiled = compile_template(source)
         except TemplateProblem as e:
             self.add(loc, str(e))
             return
+        variables = compiled.variables
+        for control in sorted(compiled.members.get("params", set()) - set(self._controls)):
+            declared = ", ".join(self._controls) or "none (add them under this bot's controls:)"
+            self.add(
+                loc,
+                f"template reads params.{control}, which no control declares; params holds "
+                f"only this bot's controls, and they are: {declared}",
+            )
+        for source_id in sorted(compiled.members.get("files", set())):
+            problem = self._source_problem(source_id, visible)
+            if problem:
+                self.add(loc, f"template reads files.{source_id}: {problem}")
         for variable in sorted(variables - visible):
             known = sorted(name for name in visible if name.isidentifier())
             close = difflib.get_close_matches(variable, known, n=1)
@@ -361,6 +392,70 @@ class _Checker:
                 f"{hint}available: {', '.join(known)}",
             )
         step._templates[name] = Template(source, f"{step.path}.{name}")
+
+    def _check_controls(self, spec: BotSpec, base: Loc) -> None:
+        """Control names are unique within a bot (templates read them as params.NAME)."""
+        for i, control in enumerate(spec.controls):
+            if isinstance(control, SectionControl):
+                at = [
+                    ((*base, "controls", i, "controls", j), c)
+                    for j, c in enumerate(control.controls)
+                ]
+            else:
+                at = [((*base, "controls", i), control)]
+            for where, item in at:
+                if not isinstance(item, Labeled):
+                    continue  # a divider
+                if item.name in self._controls:
+                    self.add(
+                        (*where, control_kind(item) or ""),
+                        f"a control named {item.name!r} is declared twice; each may appear once",
+                    )
+                self._controls.setdefault(item.name, item)
+
+    def _check_loop_bound(self, step: fmt.LoopStep, loc: Loc) -> None:
+        """A loop whose `max` reads a slider runs at most the slider's max_value rounds."""
+        name = step.loop.slider
+        if name is None:
+            return
+        control = self._controls.get(name)
+        if (
+            isinstance(control, SliderControl)
+            and control.whole
+            and 0 <= control.min
+            and control.max <= 20
+        ):
+            step.loop._bound = int(control.max)
+            return
+        self.add(
+            (*loc, "loop", "max"),
+            f"loop.max reads params.{name}, which must be a slider control with whole-number "
+            f"min of 0 or more, max of 20 or less and step, e.g. {{slider: {name}, label: Rounds, "
+            "min: 1, max: 3}; the worst case then uses its max",
+        )
+
+    def _check_sources(self, step: CallStep, loc: Loc, visible: set[str]) -> None:
+        if isinstance(step.attachments, bool):
+            return
+        for j, source in enumerate(step.attachments):
+            problem = None if source == "user" else self._source_problem(source, visible)
+            if problem:
+                self.add((*loc, "attachments", j), f"{problem}; user names the user's files")
+
+    def _source_problem(self, source: str, visible: set[str]) -> str | None:
+        """Why step `source` cannot give files here, or None when it can."""
+        if source not in self._steps:
+            known = sorted(self._producers & visible)
+            close = difflib.get_close_matches(source, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            listed = ", ".join(known) or "none"
+            return f"no step has the id {source!r}; {hint}steps with files: {listed}"
+        if source not in visible:
+            return f"step {source!r} does not run before this one, so it has no files yet"
+        if source not in self._producers:
+            kind = self._steps[source].kind
+            return f"step {source!r} is a {kind} step, which calls no bot and so has no files"
+        return None
 
     def _over_budget(self, bot_id: str, plan: BotPlan, budget: int) -> None:
         parts = Counter[tuple[str, str]]()
@@ -410,6 +505,14 @@ def branch_key(step: StepBase, index: int) -> str:
     if isinstance(step, CallStep):
         return step.bot
     return f"branch{index + 1}"
+
+
+def walk(steps: Sequence[StepBase]) -> Iterator[StepBase]:
+    """These steps and every step nested in them, in file order."""
+    for step in steps:
+        yield step
+        for inner in fmt.children(step):
+            yield from walk(inner)
 
 
 def ids_in(steps: Sequence[StepBase]) -> Iterator[str]:

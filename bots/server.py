@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi_poe.client import PROTOCOL_VERSION
 
-from . import keys, logs
+from . import controls, keys, logs
 from .calls import DEFAULT_CALL_TIMEOUT
 from .client import POE_BASE_URL, Caller, PoeCaller, new_http_client
 from .engine import Run
@@ -125,11 +125,16 @@ def _tuned_gc() -> Iterator[None]:
 
 
 def settings_for(plan: BotPlan) -> fp.SettingsResponse:
-    """What the bot tells Poe: its dependencies are exactly its static worst case."""
+    """What the bot tells Poe: its dependencies are exactly its static worst case; its
+    controls go as `parameter_controls`, through fastapi_poe's models (Poe's schema)."""
+    spec = plan.spec
     return fp.SettingsResponse(
         server_bot_dependencies=plan.dependencies,
-        introduction_message=plan.spec.introduction or "",
-        allow_attachments=plan.spec.allow_attachments,
+        introduction_message=spec.introduction or "",
+        allow_attachments=spec.allow_attachments,
+        expand_text_attachments=spec.expand_text_attachments,
+        enable_image_comprehension=spec.enable_image_comprehension,
+        parameter_controls=controls.parameter_controls(spec.controls),
     )
 
 

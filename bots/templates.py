@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -17,7 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import StepFailed
 
-BUILTINS = frozenset({"message", "conversation", "params", "attachments"})
+BUILTINS = frozenset({"message", "conversation", "params", "attachments", "files"})
 """Variables every template sees; each step's output is added under its id."""
 LOOP_VARIABLES = frozenset({"iteration"})
 """Extra variables inside a loop's steps and its `until`."""
@@ -60,8 +61,48 @@ def _unsafe_names(ast: nodes.Template) -> list[str]:
     return found
 
 
-def compile_template(source: str) -> tuple[jinja2.Template, set[str]]:
-    """Compiles a template and returns it with the variables it reads.
+@dataclass(frozen=True)
+class Compiled:
+    """A compiled template, the variables it reads, and the named members it reads of each
+    (`params.rounds`, `files["picture"]`, `params.get("tone")` -> {"params": {"rounds",
+    "tone"}, "files": {"picture"}})."""
+
+    template: jinja2.Template
+    variables: set[str]
+    members: dict[str, set[str]]
+
+
+MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
+
+
+def _members(ast: nodes.Template) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Call)):
+        owner, member = None, None
+        if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name):
+            owner, member = node.node.name, node.attr
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.node, nodes.Name)
+            and isinstance(node.arg, nodes.Const)
+        ):
+            owner, member = node.node.name, node.arg.value
+        elif (
+            isinstance(node, nodes.Call)
+            and isinstance(node.node, nodes.Getattr)
+            and isinstance(node.node.node, nodes.Name)
+            and node.node.attr == "get"
+            and node.args
+            and isinstance(node.args[0], nodes.Const)
+        ):
+            owner, member = node.node.node.name, node.args[0].value
+        if owner is not None and isinstance(member, str) and member not in MAPPING_METHODS:
+            found.setdefault(owner, set()).add(member)
+    return found
+
+
+def compile_template(source: str) -> Compiled:
+    """Compiles a template, with the variables and members it reads.
 
     Raises TemplateProblem with a one-line reason when it is invalid or unsafe.
     """
@@ -95,7 +136,7 @@ def compile_template(source: str) -> tuple[jinja2.Template, set[str]]:
         )
     variables = set(meta.find_undeclared_variables(ast)) - set(ENV.globals)
     try:
-        return ENV.from_string(ast), variables
+        return Compiled(ENV.from_string(ast), variables, _members(ast))
     except jinja2.TemplateSyntaxError as e:  # whatever else the compiler refuses
         raise TemplateProblem(f"template does not compile: {e.message}") from e
 
@@ -106,7 +147,7 @@ class Template:
     __slots__ = ("_template", "source", "where")
 
     def __init__(self, source: str, where: str) -> None:
-        self._template, _ = compile_template(source)
+        self._template = compile_template(source).template
         self.source = source
         self.where = where
 

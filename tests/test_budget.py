@@ -19,6 +19,10 @@ from tests.conftest import serve_pipelines
 from tests.standin import Behavior
 
 BOTS = ["A", "B", "C", "D"]
+SLIDER_MAX = 2
+SLIDER_BOUND = "{{ params.rounds }}"  # a loop whose rounds the user sets, up to SLIDER_MAX
+CONTROLS = [{"slider": "rounds", "label": "Rounds", "min": 0, "max": SLIDER_MAX,
+             "default": SLIDER_MAX}]  # fmt: skip
 
 
 def steps_strategy(depth: int) -> st.SearchStrategy[list[dict[str, Any]]]:
@@ -54,7 +58,9 @@ def steps_strategy(depth: int) -> st.SearchStrategy[list[dict[str, Any]]]:
         st.one_of(st.none(), inner),
     )
     loop = st.builds(
-        lambda max_, body: {"loop": {"max": max_, "steps": body}}, st.integers(1, 3), inner
+        lambda max_, body: {"loop": {"max": max_, "steps": body}},
+        st.one_of(st.integers(1, 3), st.just(SLIDER_BOUND)),
+        inner,
     )
     return st.lists(st.one_of(call, text, parallel, route, loop), min_size=1, max_size=3)
 
@@ -100,7 +106,8 @@ def step_paths(step: dict[str, Any]) -> list[Counter[str]]:
         return options
     body = paths(step["loop"]["steps"])
     runs: list[Counter[str]] = [Counter()]
-    for _ in range(step["loop"]["max"]):
+    rounds = step["loop"]["max"]
+    for _ in range(SLIDER_MAX if rounds == SLIDER_BOUND else rounds):
         runs = [a + b for a, b in itertools.product(runs, body)]
     return runs
 
@@ -109,7 +116,8 @@ def step_paths(step: dict[str, Any]) -> list[Counter[str]]:
 @given(steps_strategy(2))
 def test_worst_case_matches_an_independent_count(steps: list[dict[str, Any]]) -> None:
     name_branches(steps, itertools.count())
-    text = yaml.safe_dump({"version": 1, "call_budget": 100, "bots": {"x": {"steps": steps}}})
+    bot = {"controls": CONTROLS, "steps": steps}
+    text = yaml.safe_dump({"version": 1, "call_budget": 100, "bots": {"x": bot}})
     runs = paths(steps)
     expected_total = max(sum(run.values()) for run in runs)
     expected_per_bot = {bot: max(run[bot] for run in runs) for bot in BOTS}
@@ -170,7 +178,11 @@ def test_calls_seen_by_poe_never_exceed_the_declared_dependencies(
     with_timeouts(steps)
     for step in steps:
         step.setdefault("on_error", "continue")
-    pipeline = {"version": 1, "call_budget": 100, "bots": {"x": {"steps": steps}}}
+    pipeline = {
+        "version": 1,
+        "call_budget": 100,
+        "bots": {"x": {"controls": CONTROLS, "steps": steps}},
+    }
     if sequence_total(steps) > 100:
         return
     scripted = {bot: BEHAVIORS[kind] for bot, kind in zip(BOTS, behaviors, strict=True)}

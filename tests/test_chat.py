@@ -53,11 +53,11 @@ async def test_params_and_files_reach_the_simulated_bots(tmp_path: Path) -> None
     picture = tmp_path / "sketch.png"
     picture.write_bytes(b"\x89PNG")
     code, out, err = await chat(
-        "illustrator", "--dry-run", "--delay", "0.01", "--param", "aspect_ratio=1:1",
+        "illustrator", "--dry-run", "--delay", "0.01", "--param", "aspect=1:1",
         "--file", str(picture), "-m", "a lighthouse",
     )  # fmt: skip
     assert code == 0, err
-    assert '"aspect_ratio": "1:1"' in out
+    assert '"aspect_ratio": "1:1"' in out  # the control, sent as Imagen's own parameter
     assert "*attachments: sketch.png*" in out
 
 
@@ -135,3 +135,14 @@ def test_a_reader_that_goes_away_ends_the_chat_quietly() -> None:
     _, err = process.communicate(timeout=60)
     assert "Traceback" not in err.decode(), err.decode()
     assert process.returncode == 1
+
+
+async def test_params_are_checked_against_the_bots_controls() -> None:
+    code, out, err = await chat("illustrator", "--controls")
+    assert code == 0 and "aspect  aspect_ratio Shape: 1:1 | 16:9 | 9:16; default '16:9'" in out
+    code, _, err = await chat("illustrator", "--dry-run", "--param", "aspect_ratio=1:1", "-m", "x")
+    assert code == 2 and "has no control of that name; its controls: aspect" in err
+    code, _, err = await chat("illustrator", "--dry-run", "--param", "aspect=2:1", "-m", "x")
+    assert code == 2 and "'2:1' is not one of 1:1, 16:9, 9:16" in err
+    code, out, err = await chat("council", "--controls")
+    assert code == 0 and "/council has no controls." in out

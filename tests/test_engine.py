@@ -271,10 +271,12 @@ async def test_attachments_and_suggested_replies_reach_the_user() -> None:
         version: 1
         bots:
           draw:
+            controls:
+              - {aspect_ratio: aspect, label: Shape, default: "1:1", options: ["1:1", "16:9"]}
             steps:
               - {bot: Writer, show: stream}
               - bot: Painter
-                parameters: {aspect_ratio: "{{ params.aspect_ratio | default('1:1') }}"}
+                parameters: {aspect_ratio: "{{ params.aspect }}"}
     """
     behaviors = {
         "Writer": Behavior(text="a prompt", suggested_replies=["not this one"]),
@@ -285,12 +287,14 @@ async def test_attachments_and_suggested_replies_reach_the_user() -> None:
         ),
     }
     async with serve_pipelines(yaml, behaviors) as s:
-        reply = await s.ask("draw", parameters={"aspect_ratio": "16:9"})
+        reply = await s.ask("draw", parameters={"aspect": "16:9"})
         painter_request = s.requests_to("Painter")[0]
+        writer_request = s.requests_to("Writer")[0]
     assert reply.text == "a prompt\n\nHere it is."
     assert [f["name"] for f in reply.files] == ["cat.png"]
     assert reply.suggested == ["Make it bigger"]
     assert painter_request["query"][-1]["parameters"] == {"aspect_ratio": "16:9"}
+    assert writer_request["query"][-1]["parameters"] == {}  # nothing is copied implicitly
 
 
 async def test_user_attachments_are_forwarded_unless_the_step_says_no() -> None:
