@@ -104,9 +104,10 @@ class Calls:
         }
         sent: list[fp.Attachment] = []
         for source in step.sources:
-            sent += (
-                self.request.query[-1].attachments if source == "user" else files.get(source, [])
-            )
+            if source == "user":
+                sent += self.request.query[-1].attachments
+            else:  # another bot's file: its inline_ref belonged to that bot's message
+                sent += [f.model_copy(update={"inline_ref": None}) for f in files.get(source, [])]
         messages = conversation.call_messages(
             self.request,
             self.history,
@@ -132,7 +133,8 @@ class Calls:
                 tried.append(bot)
                 try:
                     with self._asking(bot):
-                        text, produced = await self._try(request, bot, part, timeout)
+                        files_used = step.path in self.plan.file_calls
+                        text, produced = await self._try(request, bot, part, timeout, files_used)
                 except CallFailed as e:
                     failures.append(e)
                     self.failures.append({"step": step.path, "bot": bot, "reason": e.log_reason})
@@ -193,7 +195,12 @@ class Calls:
             self.reply.touch()
 
     async def _try(
-        self, request: fp.QueryRequest, bot: str, part: Part | None, seconds: float
+        self,
+        request: fp.QueryRequest,
+        bot: str,
+        part: Part | None,
+        seconds: float,
+        files_used: bool,
     ) -> tuple[str, list[fp.Attachment]]:
         """One try: its text, streamed into `part`, and its files."""
         text = ""
@@ -203,7 +210,7 @@ class Calls:
             part.replace("")
         try:
             async with asyncio.timeout(seconds):
-                async for event in self.caller.stream(request, bot):
+                async for event in self.caller.stream(request, bot, files_used=files_used):
                     if isinstance(event, fp.MetaResponse) or event.data is not None:
                         continue
                     if event.attachment is not None:

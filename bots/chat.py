@@ -18,6 +18,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import fastapi_poe as fp
 import httpx
@@ -206,9 +208,8 @@ class Chat:
                     shown = event.text if event.is_replace_response else shown + event.text
                     screen.update(shown)
                 elif isinstance(event, fp.PartialResponse) and event.attachment:
-                    self.out.write(
-                        f"\n[attachment: {event.attachment.name} {event.attachment.url}]\n"
-                    )
+                    file = event.attachment
+                    self.out.write(f"\n[file: {file.name} at {where(file.url)}]\n")
                 elif isinstance(event, fp.PartialResponse) and event.is_suggested_reply:
                     self.out.write(f"\n[suggested: {event.text}]")
         screen.done(shown)
@@ -220,9 +221,17 @@ class Chat:
             self.out.write(
                 trace_table(run.trace, run.calls.guard.calls, self.plan.cost.total) + "\n"
             )
+            for step_id, files in run.files.items():
+                for file in files:
+                    self.out.write(f"  files of {step_id}: {file.name} at {where(file.url)}\n")
         if reply.error:
             raise ChatError(explain(reply.error))
         return reply
+
+
+def where(url: str) -> str:
+    """Where a file is: a local path for the dry run's files, else its URL."""
+    return url2pathname(urlparse(url).path) if url.startswith("file:") else url
 
 
 def explain(error: str) -> str:

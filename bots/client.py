@@ -59,9 +59,12 @@ class CallFailed(Exception):
 
 
 class Caller(Protocol):
-    """Streams one dependency bot's answer to a request."""
+    """Streams one dependency bot's answer to a request. `files_used` says a later step uses
+    the files of this answer (a simulated bot then makes one)."""
 
-    def stream(self, request: fp.QueryRequest, bot: str) -> AsyncIterator[fp.PartialResponse]: ...
+    def stream(
+        self, request: fp.QueryRequest, bot: str, *, files_used: bool = False
+    ) -> AsyncIterator[fp.PartialResponse]: ...
 
 
 def new_http_client() -> httpx.AsyncClient:
@@ -102,7 +105,9 @@ class PoeCaller:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.api_key = api_key
 
-    async def stream(self, request: fp.QueryRequest, bot: str) -> AsyncIterator[fp.PartialResponse]:
+    async def stream(
+        self, request: fp.QueryRequest, bot: str, *, files_used: bool = False
+    ) -> AsyncIterator[fp.PartialResponse]:
         responses: list[httpx.Response] = []
         reports: list[str] = []
         tokens = _responses.set(responses), _reports.set(reports)

@@ -36,6 +36,8 @@ class BotPlan:
     id: str
     spec: BotSpec
     cost: Cost
+    # the paths of the call steps whose files a later step uses (for the dry run)
+    file_calls: frozenset[str] = frozenset()
 
     @property
     def dependencies(self) -> dict[str, int]:
@@ -265,6 +267,7 @@ class _Checker:
                 broken_ids |= set(_raw_ids(item))
         self._seen_ids: dict[str, Loc] = {}
         self._controls: dict[str, Labeled] = {}
+        self._file_uses: set[str] = set()  # ids whose files a later step uses
         if isinstance(spec, BotSpec):
             self._check_controls(spec, base)
         valid_steps = [step for step in steps if step is not None]
@@ -279,7 +282,9 @@ class _Checker:
         if not isinstance(spec, BotSpec) or broken_ids or len(valid) != len(steps):
             return None
         spec = spec.model_copy(update={"steps": valid})
-        return BotPlan(bot_id, spec, sequence_cost(valid))
+        used = [self._steps[i] for i in self._file_uses if i in self._steps]
+        file_calls = frozenset(step.path for step in walk(used) if isinstance(step, CallStep))
+        return BotPlan(bot_id, spec, sequence_cost(valid), file_calls)
 
     def _walk(
         self, steps: Sequence[StepBase | None], loc: Loc, defined: set[str], loop_ids: set[str]
@@ -378,6 +383,7 @@ class _Checker:
                 f"template reads params.{control}, which no control declares; params holds "
                 f"only this bot's controls, and they are: {declared}",
             )
+        self._file_uses |= compiled.members.get("files", set())
         for source_id in sorted(compiled.members.get("files", set())):
             problem = self._source_problem(source_id, visible)
             if problem:
@@ -437,6 +443,7 @@ class _Checker:
     def _check_sources(self, step: CallStep, loc: Loc, visible: set[str]) -> None:
         if isinstance(step.attachments, bool):
             return
+        self._file_uses |= set(step.attachments) - {"user"}
         for j, source in enumerate(step.attachments):
             problem = None if source == "user" else self._source_problem(source, visible)
             if problem:

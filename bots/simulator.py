@@ -2,7 +2,9 @@
 
 Each simulated bot streams back, after a short delay, exactly what the step would have sent it:
 the system message, the prompt, its parameters and attachments, and how much history came
-along. So an author sees the flow, the sections and the rendered templates for free.
+along. So an author sees the flow, the sections and the rendered templates for free. A bot
+whose files a later step uses also makes a small picture (a real PNG, written to a folder of
+the machine's temporary files), so the flow of files can be seen too.
 """
 
 from __future__ import annotations
@@ -10,9 +12,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import struct
+import tempfile
+import uuid
+import zlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import fastapi_poe as fp
+
+FILES = Path(tempfile.gettempdir()) / "poe-pipelines-dry-run"
+"""Where simulated bots put the pictures they make."""
 
 
 class SimulatedCaller:
@@ -22,8 +32,12 @@ class SimulatedCaller:
         self.first_token_delay = first_token_delay
         self.token_gap = token_gap
 
-    async def stream(self, request: fp.QueryRequest, bot: str) -> AsyncIterator[fp.PartialResponse]:
+    async def stream(
+        self, request: fp.QueryRequest, bot: str, *, files_used: bool = False
+    ) -> AsyncIterator[fp.PartialResponse]:
         await asyncio.sleep(self.first_token_delay)
+        if files_used:
+            yield fp.PartialResponse(text="", attachment=picture(bot))
         tokens = re.findall(r"\S+\s*|\s+", describe(request, bot))
         gap = min(self.token_gap, 1.0 / max(1, len(tokens)))  # long echoes stream within ~1 s
         for i, token in enumerate(tokens):
@@ -50,3 +64,22 @@ def describe(request: fp.QueryRequest, bot: str) -> str:
     if extras:
         lines += ["", *[f"*{extra}*" for extra in extras]]
     return "\n".join(lines)
+
+
+def picture(bot: str) -> fp.Attachment:
+    """A small PNG in a colour of the bot's name, written locally: a simulated bot's file."""
+    red, green, blue = zlib.crc32(bot.encode()).to_bytes(4, "big")[:3]
+    width = height = 32
+    row = b"\x00" + bytes((red, green, blue)) * width  # each row: no filter, then RGB pixels
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+    png += chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b"")
+    FILES.mkdir(parents=True, exist_ok=True)
+    path = FILES / f"{bot}-{uuid.uuid4().hex[:8]}.png"
+    path.write_bytes(png)
+    return fp.Attachment(url=path.as_uri(), content_type="image/png", name=path.name)

@@ -146,3 +146,19 @@ async def test_params_are_checked_against_the_bots_controls() -> None:
     assert code == 2 and "'2:1' is not one of 1:1, 16:9, 9:16" in err
     code, out, err = await chat("council", "--controls")
     assert code == 0 and "/council has no controls." in out
+
+
+async def test_the_dry_run_shows_files_flowing_from_step_to_step() -> None:
+    code, out, err = await chat("animator", "--dry-run", "--delay", "0.01", "-m", "a lighthouse")
+    assert code == 0, err
+    shown = next(line for line in out.splitlines() if line.startswith("[file: Imagen-4-"))
+    path = Path(shown.split(" at ", 1)[1].rstrip("]"))
+    picture = await asyncio.to_thread(path.read_bytes)
+    assert picture.startswith(b"\x89PNG")  # a real picture, made locally
+    assert f"*attachments: {path.name}*" in out  # what Veo-3's echo says it received
+    assert f"files of picture: {path.name} at {path}" in out
+    code, out, err = await chat(
+        "critic", "--dry-run", "--delay", "0.01", "--param", "rounds=1", "-m", "a fox"
+    )
+    assert code == 0, err
+    assert "calls used: 2 of 6 (worst case)" in out and "*attachments: Imagen-4-" in out

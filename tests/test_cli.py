@@ -26,12 +26,8 @@ def test_validate_prints_each_bots_worst_case_against_the_budget() -> None:
         "Claude-Opus-4.1", "x1", "total", "5/10",
     ]  # fmt: skip
     assert {line.split()[0] for line in lines} == {
-        "council",
-        "router",
-        "refiner",
-        "race",
-        "illustrator",
-    }
+        "council", "router", "refiner", "race", "illustrator", "animator", "critic",
+    }  # fmt: skip
 
 
 def test_validate_notes_a_bot_that_may_pass_the_10_calls_some_poe_guides_state(
@@ -56,7 +52,7 @@ def test_validate_reports_every_mistake_and_exits_1(tmp_path: Path) -> None:
         .read_text()
         .replace("retries: 1, on_error", "retires: 1, on_error")
     )
-    broken = broken.replace("max: 3", "max: 0")
+    broken = broken.replace("max: 3\n", "max: 0\n")  # the refiner's loop
     path = tmp_path / "pipelines.yaml"
     path.write_text(broken)
     result = bots("validate", "--config", str(path))
