@@ -301,12 +301,33 @@ Plain = Annotated[
 ]
 
 
+class TabControls(_Model):
+    """One tab of a section: its name and its controls."""
+
+    tab: Annotated[str, Field(min_length=1, max_length=100)]
+    controls: Annotated[list[Plain], Field(min_length=1)]
+
+
 class SectionControl(_Model):
-    """Controls grouped under a heading in Poe's UI."""
+    """Controls grouped under a heading in Poe's UI, directly or in tabs."""
 
     section: Annotated[str, Field(min_length=1, max_length=100)]
     collapsed: bool = False
-    controls: Annotated[list[Plain], Field(min_length=1)]
+    controls: Annotated[list[Plain], Field(min_length=1)] | None = None
+    tabs: Annotated[list[TabControls], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _controls_or_tabs(self) -> SectionControl:
+        if (self.controls is None) == (self.tabs is None):
+            raise ValueError("a section has either controls or tabs (each with controls)")
+        return self
+
+    @property
+    def groups(self) -> list[tuple[tuple[str | int, ...], list[Any]]]:
+        """Its controls with where they stand in it: ("controls",) or ("tabs", i, "controls")."""
+        if self.tabs is None:
+            return [(("controls",), list(self.controls or []))]
+        return [(("tabs", i, "controls"), list(tab.controls)) for i, tab in enumerate(self.tabs)]
 
 
 Control = Annotated[
@@ -335,7 +356,8 @@ def flat(controls: Sequence[Any]) -> Iterator[Labeled]:
     """Every control that sets a parameter, sections opened, in order."""
     for control in controls:
         if isinstance(control, SectionControl):
-            yield from flat(control.controls)
+            for _, inner in control.groups:
+                yield from flat(inner)
         elif isinstance(control, Labeled):
             yield control
 
@@ -351,10 +373,17 @@ def parameter_controls(controls: Sequence[Any]) -> fp.types.ParameterControls | 
             if loose:
                 sections.append(fp.types.Section(controls=loose))
                 loose = []
+            tabs = None
+            if control.tabs is not None:
+                tabs = [
+                    fp.types.Tab(name=tab.tab, controls=[c.poe() for c in tab.controls])
+                    for tab in control.tabs
+                ]
             sections.append(
                 fp.types.Section(
                     name=control.section,
-                    controls=[c.poe() for c in control.controls],
+                    controls=[c.poe() for c in control.controls] if control.controls else None,
+                    tabs=tabs,
                     collapsed_by_default=control.collapsed,
                 )
             )

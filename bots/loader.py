@@ -404,8 +404,9 @@ class _Checker:
         for i, control in enumerate(spec.controls):
             if isinstance(control, SectionControl):
                 at = [
-                    ((*base, "controls", i, "controls", j), c)
-                    for j, c in enumerate(control.controls)
+                    ((*base, "controls", i, *where, j), item)
+                    for where, inner in control.groups
+                    for j, item in enumerate(inner)
                 ]
             else:
                 at = [((*base, "controls", i), control)]

@@ -10,6 +10,7 @@ import fastapi_poe as fp
 import pytest
 
 from bots import loader
+from bots.controls import parameter_controls
 from bots.engine import Run
 from bots.errors import ConfigError
 from bots.reply import Pacing, Reply
@@ -168,6 +169,27 @@ async def test_a_value_out_of_range_falls_back_and_the_trace_says_so() -> None:
 def test_every_control_mistake_is_reported_at_its_line(controls: list[str], expected: str) -> None:
     found = problems(with_controls(*controls))
     assert any(expected in p for p in found), found
+
+
+def test_sections_may_hold_tabs_and_names_stay_unique_across_them() -> None:
+    tabs = (
+        "{section: Style, tabs: [{tab: Colour, controls: [{toggle: bw, label: Black and white}]}, "
+        "{tab: Light, controls: [{slider: glow, label: Glow, min: 0, max: 1, step: 0.5}]}]}"
+    )
+    text = with_controls(tabs, step="{text: '{{ params.bw }} {{ params.glow }}'}")
+    plan = loader.parse(text, "c.yaml").bots["x"]
+    section = parameter_controls(plan.spec.controls).sections[0]  # type: ignore[union-attr]
+    assert section.name == "Style" and section.controls is None
+    assert [t.name for t in section.tabs or []] == ["Colour", "Light"]
+    duplicate = tabs.replace("glow", "bw")
+    assert any(
+        "bots.x.controls[0].tabs[1].controls[0].slider: a control named 'bw' is declared twice" in p
+        for p in problems(with_controls(duplicate))
+    )
+    both = "{section: S, controls: [{toggle: a, label: A}], tabs: [{tab: T, controls: []}]}"
+    assert any(
+        "either controls or tabs" in p or "at least 1" in p for p in problems(with_controls(both))
+    )
 
 
 def test_a_template_reading_an_undeclared_control_is_refused() -> None:
