@@ -54,34 +54,48 @@ class Labeled(_Model):
         raise NotImplementedError
 
 
-class AspectRatioControl(Labeled):
+class _Choice(Labeled):
+    """A control whose value is one of its options."""
+
+    default: str | None = None
+
+    @property
+    def values(self) -> list[str]:
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _default_is_an_option(self) -> _Choice:
+        if self.default is not None and self.default not in self.values:
+            raise ValueError(
+                f"default {self.default!r} is not one of the options: {', '.join(self.values)}"
+            )
+        return self
+
+    @property
+    def default_value(self) -> str:
+        return self.default or self.values[0]
+
+    def accept(self, value: Any) -> str:
+        if value not in self.values:
+            raise ValueError(f"{value!r} is not one of {', '.join(self.values)}")
+        return str(value)
+
+    def describe(self) -> str:
+        return " | ".join(self.values)
+
+
+class AspectRatioControl(_Choice):
     aspect_ratio: Name
     options: Annotated[list[Ratio], Field(min_length=1)]
     default: Ratio | None = None
-
-    @model_validator(mode="after")
-    def _default_is_an_option(self) -> AspectRatioControl:
-        if self.default is not None and self.default not in self.options:
-            raise ValueError(
-                f"default {self.default!r} is not one of the options: {', '.join(self.options)}"
-            )
-        return self
 
     @property
     def name(self) -> str:
         return self.aspect_ratio
 
     @property
-    def default_value(self) -> str:
-        return self.default or self.options[0]
-
-    def accept(self, value: Any) -> str:
-        if value not in self.options:
-            raise ValueError(f"{value!r} is not one of {', '.join(self.options)}")
-        return str(value)
-
-    def describe(self) -> str:
-        return " | ".join(self.options)
+    def values(self) -> list[str]:
+        return list(self.options)
 
     def poe(self) -> fp.types.AspectRatio:
         options = []
@@ -98,40 +112,19 @@ class AspectRatioControl(Labeled):
         )  # fmt: skip
 
 
-class DropDownControl(Labeled):
+class DropDownControl(_Choice):
     drop_down: Name
     options: (
         Annotated[list[str], Field(min_length=1)] | Annotated[dict[str, str], Field(min_length=1)]
     )
-    default: str | None = None
-
-    @model_validator(mode="after")
-    def _default_is_an_option(self) -> DropDownControl:
-        if self.default is not None and self.default not in self.values:
-            raise ValueError(
-                f"default {self.default!r} is not one of the options: {', '.join(self.values)}"
-            )
-        return self
-
-    @property
-    def values(self) -> list[str]:
-        return list(self.options)
 
     @property
     def name(self) -> str:
         return self.drop_down
 
     @property
-    def default_value(self) -> str:
-        return self.default or self.values[0]
-
-    def accept(self, value: Any) -> str:
-        if value not in self.values:
-            raise ValueError(f"{value!r} is not one of {', '.join(self.values)}")
-        return str(value)
-
-    def describe(self) -> str:
-        return " | ".join(self.values)
+    def values(self) -> list[str]:
+        return list(self.options)
 
     def poe(self) -> fp.types.DropDown:
         names = self.options if isinstance(self.options, dict) else {v: v for v in self.options}
