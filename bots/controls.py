@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import fastapi_poe as fp
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -217,6 +217,7 @@ class ToggleControl(Labeled):
 class _Textual(Labeled):
     default: str = ""
     placeholder: str | None = None
+    _poe: ClassVar[type[fp.types.TextField] | type[fp.types.TextArea]]  # its model in Poe's schema
 
     @property
     def default_value(self) -> str:
@@ -232,33 +233,29 @@ class _Textual(Labeled):
     def describe(self) -> str:
         return "any text"
 
+    def poe(self) -> fp.types.TextField | fp.types.TextArea:
+        return self._poe(
+            label=self.label, description=self.description, parameter_name=self.name,
+            default_value=self.default, placeholder=self.placeholder,
+        )  # fmt: skip
+
 
 class TextControl(_Textual):
     text: Name
+    _poe = fp.types.TextField
 
     @property
     def name(self) -> str:
         return self.text
 
-    def poe(self) -> fp.types.TextField:
-        return fp.types.TextField(
-            label=self.label, description=self.description, parameter_name=self.name,
-            default_value=self.default, placeholder=self.placeholder,
-        )  # fmt: skip
-
 
 class TextAreaControl(_Textual):
     text_area: Name
+    _poe = fp.types.TextArea
 
     @property
     def name(self) -> str:
         return self.text_area
-
-    def poe(self) -> fp.types.TextArea:
-        return fp.types.TextArea(
-            label=self.label, description=self.description, parameter_name=self.name,
-            default_value=self.default, placeholder=self.placeholder,
-        )  # fmt: skip
 
 
 class DividerControl(_Model):
