@@ -23,7 +23,7 @@ from . import conversation
 from .budget import CallGuard
 from .client import Caller, CallFailed
 from .errors import StepFailed
-from .format import CallStep, StepBase
+from .format import CallStep, StepBase, within
 from .loader import BotPlan
 from .reply import Part, Reply
 from .templates import PROMPT_CHAR_CAP
@@ -121,6 +121,7 @@ class Calls:
         )
         request = conversation.forward(self.request, messages)
         timeout = step.timeout or self.timeout
+        files_used = step.path in self.plan.file_calls
         failures: list[CallFailed] = []
         tried: list[str] = []
         for bot in step.bots:
@@ -133,7 +134,6 @@ class Calls:
                 tried.append(bot)
                 try:
                     with self._asking(bot):
-                        files_used = step.path in self.plan.file_calls
                         text, produced = await self._try(request, bot, part, timeout, files_used)
                 except CallFailed as e:
                     failures.append(e)
@@ -239,7 +239,7 @@ class Calls:
         found = [
             (made, files)
             for at, (made, files) in self.produced.items()
-            if made > since and (at == path or at.startswith((path + ".", path + "[")))
+            if made > since and within(at, path)
         ]
         return [file for _, files in sorted(found, key=lambda item: item[0]) for file in files]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import fastapi_poe as fp
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -277,14 +277,17 @@ def control_kind(value: Any) -> str | None:
 
 
 PLAIN_MESSAGE = "a control needs exactly one of " + ", ".join(KINDS)
-Plain = Annotated[
+_PLAIN_KINDS = (
     Annotated[AspectRatioControl, Tag("aspect_ratio")]
     | Annotated[DropDownControl, Tag("drop_down")]
     | Annotated[SliderControl, Tag("slider")]
     | Annotated[ToggleControl, Tag("toggle")]
     | Annotated[TextControl, Tag("text")]
     | Annotated[TextAreaControl, Tag("text_area")]
-    | Annotated[DividerControl, Tag("divider")],
+    | Annotated[DividerControl, Tag("divider")]
+)
+Plain = Annotated[
+    _PLAIN_KINDS,
     Discriminator(
         control_kind, custom_error_type="control_kind", custom_error_message=PLAIN_MESSAGE
     ),
@@ -321,25 +324,18 @@ class SectionControl(_Model):
 
 
 Control = Annotated[
-    Annotated[AspectRatioControl, Tag("aspect_ratio")]
-    | Annotated[DropDownControl, Tag("drop_down")]
-    | Annotated[SliderControl, Tag("slider")]
-    | Annotated[ToggleControl, Tag("toggle")]
-    | Annotated[TextControl, Tag("text")]
-    | Annotated[TextAreaControl, Tag("text_area")]
-    | Annotated[DividerControl, Tag("divider")]
-    | Annotated[SectionControl, Tag("section")],
+    _PLAIN_KINDS | Annotated[SectionControl, Tag("section")],
     Discriminator(
         control_kind,
         custom_error_type="control_kind",
         custom_error_message=PLAIN_MESSAGE + " (or section)",
     ),
 ]
+# each kind key and its model, read off the tags of `Control` (one list, not two)
 CONTROL_MODELS: dict[str, type[BaseModel]] = {
-    "aspect_ratio": AspectRatioControl, "drop_down": DropDownControl, "slider": SliderControl,
-    "toggle": ToggleControl, "text": TextControl, "text_area": TextAreaControl,
-    "divider": DividerControl, "section": SectionControl,
-}  # fmt: skip
+    str(tag.tag): model
+    for model, tag in (get_args(member) for member in get_args(get_args(Control)[0]))
+}
 
 
 def flat(controls: Sequence[Any]) -> Iterator[Labeled]:

@@ -75,30 +75,31 @@ class Document:
         try:
             node = yaml.compose(self.text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as e:
-            self.problems.append(((), f"YAML syntax error: {self._explain(e)}", self._at))
+            message, at = self._explain(e)
+            self.problems.append(((), f"YAML syntax error: {message}", at))
             return None
         except yaml.YAMLError as e:
             self.problems.append(((), f"YAML error: {e}", None))
             return None
         return None if node is None else self._build(node, ())
 
-    def _explain(self, e: yaml.MarkedYAMLError) -> str:
-        """What is probably wrong (setting `_at`, the place to point at), then PyYAML's words."""
+    def _explain(self, e: yaml.MarkedYAMLError) -> tuple[str, At]:
+        """What is probably wrong, then PyYAML's words; and the place to point at."""
         mark = e.problem_mark or e.context_mark
         context = e.context or ""
         if e.context_mark and ("quoted" in context or "flow" in context):
             mark = e.context_mark  # where the unclosed quote or bracket opened
-        self._at = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        at = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         reason = " ".join(filter(None, [e.context, e.problem]))
         hint = next((hint for clue, hint in _HINTS if clue in reason), None)
         if "mapping values are not allowed here" in reason:
-            hint = self._colon_hint(self._at[0])
-        opened = self._unclosed_quote(self._at[0])
+            hint = self._colon_hint(at[0])
+        opened = self._unclosed_quote(at[0])
         if opened is not None:
             # a quote left open reads on over later lines, so PyYAML trips far below it
-            hint = f"a quote opened here is never closed (YAML read on to line {self._at[0]})"
-            self._at = opened
-        return f"{hint} (the YAML parser says: {reason})" if hint else reason
+            hint = f"a quote opened here is never closed (YAML read on to line {at[0]})"
+            at = opened
+        return (f"{hint} (the YAML parser says: {reason})" if hint else reason), at
 
     def _colon_hint(self, line: int) -> str:
         text = self._line(line)

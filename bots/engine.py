@@ -22,7 +22,7 @@ from . import controls, conversation
 from .calls import DEFAULT_CALL_TIMEOUT, Calls, TraceEntry
 from .client import Caller
 from .errors import RunError, StepFailed
-from .format import CallStep, LoopStep, ParallelStep, RouteStep, StepBase, TextStep
+from .format import CallStep, LoopStep, ParallelStep, RouteStep, StepBase, TextStep, within
 from .loader import BotPlan, branch_key, ids_in
 from .reply import Part, Reply
 from .templates import LOOP_VARIABLES, Branches
@@ -160,11 +160,7 @@ class Run:
 
     def _tries_under(self, path: str) -> int:
         """Calls made so far by the step at `path` and the steps inside it."""
-        return sum(
-            n
-            for p, n in self.calls.tries.items()
-            if p == path or p.startswith((path + ".", path + "["))
-        )
+        return sum(n for p, n in self.calls.tries.items() if within(p, path))
 
     async def _dispatch(self, step: StepBase, slot: Slot) -> Any:
         if isinstance(step, CallStep):

@@ -269,6 +269,12 @@ def access_key_env(bot_id: str, spec: BotSpec) -> str:
     return spec.access_key_env or f"{bot_id.upper().replace('-', '_')}_ACCESS_KEY"
 
 
+def within(path: str, ancestor: str) -> bool:
+    """Whether the step at `path` is the step at `ancestor` or nested in it
+    ("steps[1].parallel[0]" is within "steps[1]"; "steps[10]" is not)."""
+    return path == ancestor or path.startswith((ancestor + ".", ancestor + "["))
+
+
 def children(step: StepBase) -> list[Sequence[StepBase]]:
     """The step lists nested directly in a step (branches count as one-step lists)."""
     if isinstance(step, ParallelStep):

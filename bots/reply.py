@@ -277,8 +277,7 @@ class Reply:
         if (
             replace_ok
             and self._affordable(target)
-            and allowance.may_rerender(poe_len(target))
-            and poe_len(target) <= allowance.room(replace=True, final=False)
+            and allowance.may_rerender(poe_len(target))  # (which leaves room for it too)
         ):
             return self._emit(target, replace=True, snapshot=True)
         # held back: the last part streams on below what the user sees, as long as the
