@@ -19,6 +19,7 @@ lint: $(BIN)/activate
 	$(BIN)/mypy
 
 test: lint
+	$(BIN)/python -m bots test
 	$(BIN)/python -m pytest
 
 serve: $(BIN)/activate

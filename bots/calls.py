@@ -36,7 +36,8 @@ DEFAULT_CALL_TIMEOUT = 120.0
 
 @dataclass
 class TraceEntry:
-    """What one step did (or a wait), for the terminal chat's trace."""
+    """What one step did (or a wait, or a loop's round), for the terminal chat's trace.
+    `detail` says what it decided: the value a route compared and the case it took."""
 
     path: str
     kind: str
@@ -44,6 +45,7 @@ class TraceEntry:
     seconds: float
     calls: int
     outcome: str
+    detail: str = ""
 
 
 @dataclass
@@ -121,7 +123,6 @@ class Calls:
         )
         request = conversation.forward(self.request, messages)
         timeout = step.timeout or self.timeout
-        files_used = step.path in self.plan.file_calls
         failures: list[CallFailed] = []
         tried: list[str] = []
         for bot in step.bots:
@@ -134,7 +135,7 @@ class Calls:
                 tried.append(bot)
                 try:
                     with self._asking(bot):
-                        text, produced = await self._try(request, bot, part, timeout, files_used)
+                        text, produced = await self._try(request, bot, step, part, timeout)
                 except CallFailed as e:
                     failures.append(e)
                     self.failures.append({"step": step.path, "bot": bot, "reason": e.log_reason})
@@ -198,9 +199,9 @@ class Calls:
         self,
         request: fp.QueryRequest,
         bot: str,
+        step: CallStep,
         part: Part | None,
         seconds: float,
-        files_used: bool,
     ) -> tuple[str, list[fp.Attachment]]:
         """One try: its text, streamed into `part`, and its files."""
         text = ""
@@ -210,7 +211,11 @@ class Calls:
             part.replace("")
         try:
             async with asyncio.timeout(seconds):
-                async for event in self.caller.stream(request, bot, files_used=files_used):
+                events = self.caller.stream(
+                    request, bot, step_id=step.id, step_path=step.path,
+                    files_used=step.path in self.plan.file_calls,
+                )  # fmt: skip
+                async for event in events:
                     if isinstance(event, fp.MetaResponse) or event.data is not None:
                         continue
                     if event.attachment is not None:

@@ -7,7 +7,6 @@ with --dry-run every dependency is simulated and costs nothing.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import mimetypes
 import os
@@ -24,13 +23,12 @@ from urllib.request import url2pathname
 import fastapi_poe as fp
 import httpx
 
-from . import controls
-from .calls import TraceEntry
+from . import controls, script, transcript
 from .client import POE_BASE_URL, Caller, PoeCaller, new_http_client
-from .engine import Run
 from .loader import BotPlan
-from .reply import Pacing, Reply
+from .script import Script
 from .simulator import SimulatedCaller
+from .transcript import Transcript
 
 KEY_HELP = (
     "POE_API_KEY is not set. Get your key at https://poe.com/api_key and run\n"
@@ -50,6 +48,7 @@ class Options:
     params: dict[str, Any] = field(default_factory=dict)
     trace: bool = True
     simulated_delay: float = 0.4
+    script: Script = field(default_factory=Script)  # scripted answers, for a dry run
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
@@ -67,21 +66,27 @@ def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
 
 def checked_params(plan: BotPlan, params: dict[str, Any]) -> dict[str, Any]:
     """--param values checked against the bot's controls, as Poe's UI would allow them."""
-    declared = {control.name: control for control in controls.flat(plan.spec.controls)}
-    checked = {}
-    for name, value in params.items():
-        control = declared.get(name)
-        if control is None:
-            names = ", ".join(declared) or "none"
-            raise ChatError(
-                f"--param {name}: /{plan.id} has no control of that name; its controls: {names} "
-                f"(python -m bots chat {plan.id} --controls)"
-            )
-        try:
-            checked[name] = control.accept(value)
-        except ValueError as e:
-            raise ChatError(f"--param {name}={value}: {e}") from None
-    return checked
+    try:
+        return controls.checked(plan.spec.controls, params)
+    except ValueError as e:
+        raise ChatError(f"--param {e} (see python -m bots chat {plan.id} --controls)") from None
+
+
+def checked_script(plan: BotPlan, path: str | None, pairs: Sequence[str], dry_run: bool) -> Script:
+    """The scripted answers of --answers FILE and --answer KEY=TEXT (these win), checked
+    against the bot's steps and bots. Raises ConfigError for a bad file."""
+    if not (path or pairs):
+        return Script()
+    if not dry_run:
+        raise ChatError("--answers and --answer script simulated bots: add --dry-run")
+    found = script.read(path) if path else Script()
+    try:
+        found = found.merged(Script(script.parse_pairs(pairs), found.folder))
+    except ValueError as e:
+        raise ChatError(str(e)) from None
+    for key, problem in found.problems(plan):
+        raise ChatError(f"answer {key}: {problem}")
+    return found
 
 
 def controls_table(plan: BotPlan) -> str:
@@ -154,18 +159,6 @@ class Screen:
         return sum(max(1, math.ceil(len(line) / width)) for line in text.split("\n"))
 
 
-def trace_table(trace: list[TraceEntry], calls: int, budget: int) -> str:
-    lines = ["trace:"]
-    for entry in trace:
-        who = f" {entry.bot}" if entry.bot else ""
-        lines.append(
-            f"  {entry.path:<28} {entry.kind:<8}{who:<20} {entry.seconds:6.2f}s  "
-            f"{entry.calls} call{'s' if entry.calls != 1 else ''}  {entry.outcome}"
-        )
-    lines.append(f"  calls used: {calls} of {budget} (worst case)")
-    return "\n".join(lines)
-
-
 class Chat:
     """A multi-turn conversation with one bot."""
 
@@ -177,56 +170,37 @@ class Chat:
         self.history: list[fp.ProtocolMessage] = []
         self.conversation_id = uuid.uuid4().hex
 
-    async def send(self, text: str, attachments: list[fp.Attachment]) -> Reply:
-        message = fp.ProtocolMessage(
-            role="user", content=text, parameters=self.options.params, attachments=attachments
-        )
-        request = fp.QueryRequest(
-            version="1.2",
-            type="query",
-            query=[*self.history, message],
-            user_id="terminal",
+    async def send(self, text: str, attachments: list[fp.Attachment]) -> Transcript:
+        request = transcript.query(
+            text,
+            history=self.history,
+            params=self.options.params,
+            attachments=attachments,
             conversation_id=self.conversation_id,
-            message_id=uuid.uuid4().hex,
-            access_key="",
         )
-        reply = Reply(Pacing(status_delay=0.5))
-        run = Run(self.plan, request, reply, self.caller)
         screen = Screen(self.out)
-        shown = ""
-        metadata: str | None = None
-        async with asyncio.TaskGroup() as group:
-            group.create_task(run.execute())
-            async for event in reply.stream():
-                if isinstance(event, fp.DataResponse):
-                    metadata = event.metadata  # as Poe keeps it: the last data event
-                elif isinstance(event, fp.PartialResponse) and not (
-                    event.is_suggested_reply
-                    or event.attachment
-                    or isinstance(event, fp.ErrorResponse)
-                ):
-                    shown = event.text if event.is_replace_response else shown + event.text
-                    screen.update(shown)
-                elif isinstance(event, fp.PartialResponse) and event.attachment:
-                    file = event.attachment
-                    self.out.write(f"\n[file: {file.name} at {where(file.url)}]\n")
-                elif isinstance(event, fp.PartialResponse) and event.is_suggested_reply:
-                    self.out.write(f"\n[suggested: {event.text}]")
-        screen.done(shown)
+
+        def show_file(file: fp.Attachment) -> None:
+            self.out.write(f"\n[file: {file.name} at {where(file.url)}]\n")
+
+        said = await transcript.answer(
+            self.plan, request, self.caller, on_text=screen.update, on_file=show_file
+        )
+        for suggestion in said.suggestions:
+            self.out.write(f"\n[suggested: {suggestion}]")
+        screen.done(said.text)
         self.history += [
-            message,
-            fp.ProtocolMessage(role="bot", content=shown, metadata=metadata),
+            request.query[-1],
+            fp.ProtocolMessage(role="bot", content=said.text, metadata=said.metadata),
         ]
         if self.options.trace:
-            self.out.write(
-                trace_table(run.trace, run.calls.guard.calls, self.plan.cost.total) + "\n"
-            )
-            for step_id, files in run.files.items():
+            self.out.write(said.trace_table(self.plan.cost.total) + "\n")
+            for step_id, files in said.run.files.items():
                 for file in files:
                     self.out.write(f"  files of {step_id}: {file.name} at {where(file.url)}\n")
-        if reply.error:
-            raise ChatError(explain(reply.error))
-        return reply
+        if said.error:
+            raise ChatError(explain(said.error))
+        return said
 
 
 def where(url: str) -> str:
@@ -280,7 +254,7 @@ async def run_chat(plan: BotPlan, options: Options, messages: list[str] | None, 
     async with new_http_client() as http:
         caller: Caller
         if options.dry_run:
-            caller = SimulatedCaller(first_token_delay=options.simulated_delay)
+            caller = SimulatedCaller(options.simulated_delay, script=options.script)
         else:
             base_url = os.environ.get("POE_BASE_URL") or POE_BASE_URL
             caller = PoeCaller(http, base_url, api_key=api_key)

@@ -1,4 +1,4 @@
-"""The command line: `python -m bots validate | schema | graph | serve | chat`."""
+"""The command line: `python -m bots validate | schema | graph | serve | chat | test`."""
 
 from __future__ import annotations
 
@@ -110,14 +110,46 @@ def cmd_chat(args: argparse.Namespace) -> int:
             params=chat.checked_params(plan, chat.parse_params(args.param)),
             trace=not args.no_trace,
             simulated_delay=args.delay,
+            script=chat.checked_script(plan, args.answers, args.answer, args.dry_run),
         )
     except chat.ChatError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ConfigError as e:
+        print(e, file=sys.stderr)
         return 2
     try:
         return asyncio.run(chat.run_chat(plan, options, args.message or None, sys.stdout))
     except KeyboardInterrupt:
         return 130
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from . import cases
+
+    try:
+        config = loader.load(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if args.cases == cases.DEFAULT_PATH and not Path(args.cases).exists():
+        print(
+            f"no {cases.DEFAULT_PATH} here: write your cases in it (see the README), or name "
+            "a file with --cases PATH",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        suite = cases.read(args.cases, config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        count = len(e.problems)
+        print(f"{args.cases}: {count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
+        return 2
+    return asyncio.run(cases.run_all(suite, config, args.k, sys.stdout))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -162,9 +194,26 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         help="send this message instead of reading lines (repeat for more turns)",
     )
+    chat.add_argument(
+        "--answers",
+        metavar="FILE",
+        help="with --dry-run: scripted answers of steps and bots (a YAML file with answers:)",
+    )
+    chat.add_argument(
+        "--answer",
+        action="append",
+        default=[],
+        metavar="KEY=TEXT",
+        help="with --dry-run: what a step (by id) or a bot answers, e.g. topic=code "
+        "(repeat a key for successive calls)",
+    )
     chat.add_argument("--no-trace", action="store_true", help="do not print the trace")
     chat.add_argument("--delay", type=float, default=0.4, help=argparse.SUPPRESS)
     chat.set_defaults(run=cmd_chat)
+    test = command("test", "run the pipeline tests of pipelines.tests.yaml, with scripted bots")
+    test.add_argument("--cases", default="pipelines.tests.yaml", help="the test cases file")
+    test.add_argument("-k", metavar="TEXT", help="only the cases whose bot or name contains TEXT")
+    test.set_defaults(run=cmd_test)
     return top
 
 

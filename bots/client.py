@@ -12,7 +12,7 @@ import contextvars
 import json
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol, cast, get_args
 
 import fastapi_poe as fp
@@ -60,11 +60,18 @@ class CallFailed(Exception):
 
 class Caller(Protocol):
     """Streams one dependency bot's answer to a request. `files_used` says a later step uses
-    the files of this answer (a simulated bot then makes one)."""
+    the files of this answer (a simulated bot then makes one); `step_id` and `step_path` name
+    the step that calls (a scripted bot's answers may be keyed by them)."""
 
     def stream(
-        self, request: fp.QueryRequest, bot: str, *, files_used: bool = False
-    ) -> AsyncIterator[fp.PartialResponse]: ...
+        self,
+        request: fp.QueryRequest,
+        bot: str,
+        *,
+        files_used: bool = False,
+        step_id: str | None = None,
+        step_path: str = "",
+    ) -> AsyncGenerator[fp.PartialResponse, None]: ...
 
 
 def new_http_client() -> httpx.AsyncClient:
@@ -106,8 +113,14 @@ class PoeCaller:
         self.api_key = api_key
 
     async def stream(
-        self, request: fp.QueryRequest, bot: str, *, files_used: bool = False
-    ) -> AsyncIterator[fp.PartialResponse]:
+        self,
+        request: fp.QueryRequest,
+        bot: str,
+        *,
+        files_used: bool = False,
+        step_id: str | None = None,
+        step_path: str = "",
+    ) -> AsyncGenerator[fp.PartialResponse, None]:
         responses: list[httpx.Response] = []
         reports: list[str] = []
         tokens = _responses.set(responses), _reports.set(reports)
@@ -146,15 +159,19 @@ _HTTP_WORDS = {
 }
 
 
+def http_reason(status: int) -> str:
+    """A failed HTTP status in a few words."""
+    return _HTTP_WORDS.get(status, "server error" if status >= 500 else "refused")
+
+
 def _failure(error: BotError, responses: list[httpx.Response]) -> CallFailed:
     """A short reason from what stream_request raised (never its raw payload)."""
     retry = not isinstance(error, BotErrorNoRetry)
     failed = [response for response in responses if response.status_code >= 400]
     if failed:
         status = failed[-1].status_code
-        words = _HTTP_WORDS.get(status, "server error" if status >= 500 else "refused")
         return CallFailed(
-            f"HTTP {status} ({words})",
+            f"HTTP {status} ({http_reason(status)})",
             retry=retry,
             rate_limited=status == 429,
             wait=_wait_asked(failed[-1].headers) if status == 429 else None,

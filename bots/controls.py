@@ -397,5 +397,22 @@ def values(controls: Sequence[Any], given: Mapping[str, Any]) -> tuple[dict[str,
     return params, notes
 
 
+def checked(controls: Sequence[Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Values set by name (the terminal's --param, a test case's params), each checked as
+    Poe's UI would allow it; a ValueError says what is wrong with the first that is not."""
+    declared = {control.name: control for control in flat(controls)}
+    found = {}
+    for name, value in given.items():
+        control = declared.get(name)
+        if control is None:
+            names = ", ".join(declared) or "none"
+            raise ValueError(f"{name}: no control has that name; the controls: {names}")
+        try:
+            found[name] = control.accept(value)
+        except ValueError as e:
+            raise ValueError(f"{name}={value}: {e}") from None
+    return found
+
+
 def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value

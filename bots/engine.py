@@ -69,6 +69,7 @@ class Run:
     trace: list[TraceEntry] = field(default_factory=list)
     failure: str | None = None  # why the pipeline stopped, fit for logs
     files: dict[str, list[fp.Attachment]] = field(default_factory=dict)  # per step id
+    routes: dict[str, list[str]] = field(default_factory=dict)  # route path -> cases taken
 
     def __post_init__(self) -> None:
         self.calls = Calls(self.plan, self.request, self.reply, self.caller, self.call_timeout)
@@ -134,7 +135,7 @@ class Run:
                 entry.outcome = "skipped"
                 # a skipped step keeps its output ("" at first; in a loop, the last round's)
                 return self.variables.get(step.id, "") if step.id else ""
-            value: Any = await self._dispatch(step, slot)
+            value: Any = await self._dispatch(step, slot, entry)
         except StepFailed as e:
             entry.outcome = f"failed: {e}"
             if strict or step.on_error == "fail":
@@ -162,7 +163,7 @@ class Run:
         """Calls made so far by the step at `path` and the steps inside it."""
         return sum(n for p, n in self.calls.tries.items() if within(p, path))
 
-    async def _dispatch(self, step: StepBase, slot: Slot) -> Any:
+    async def _dispatch(self, step: StepBase, slot: Slot, entry: TraceEntry) -> Any:
         if isinstance(step, CallStep):
             return await self.calls.call(step, slot.part(), self.variables, self.files)
         if isinstance(step, TextStep):
@@ -176,7 +177,7 @@ class Run:
                 self.race(step, slot) if step.wait == "first" else self.fan_out(step, slot)
             )
         if isinstance(step, RouteStep):
-            return await self.route(step, slot)
+            return await self.route(step, slot, entry)
         assert isinstance(step, LoopStep)
         return await self.loop(step, slot)
 
@@ -253,11 +254,13 @@ class Run:
                 part.note(f"stopped: {name} answered first")
         return value
 
-    async def route(self, step: RouteStep, slot: Slot) -> Any:
+    async def route(self, step: RouteStep, slot: Slot, entry: TraceEntry) -> Any:
         chosen = self._render(step, "route")
-        case = _match(chosen, step.cases)
-        if case is None:
-            case = step.default
+        key = _match(chosen, step.cases)
+        case = step.cases[key] if key is not None else step.default
+        name = key if key is not None else ("default" if case is not None else NO_CASE)
+        self.routes.setdefault(step.path, []).append(name)
+        entry.detail = f"compared {_shown(chosen)}: took {name}"
         if case is None:
             log.info("bot %s: %s: no case matched and there is no default", self.plan.id, step.path)
             return ""
@@ -270,11 +273,22 @@ class Run:
             rounds = step.loop.bound
             if step.loop.slider is not None:  # the user's choice, within the slider's range
                 rounds = min(rounds, int(self.variables["params"][step.loop.slider]))
+            until = step.template("until")
             for iteration in range(1, rounds + 1):
                 self.variables["iteration"] = iteration
+                entry = TraceEntry(step.path, "round", None, 0.0, 0, f"round {iteration}")
+                started, tries_before = time.monotonic(), self._tries_under(step.path)
                 value = await self.sequence(step.loop.steps, slot)
-                until = step.template("until")
-                if until is not None and until.is_true(self.variables):
+                done = until is not None and until.is_true(self.variables)
+                entry.seconds = time.monotonic() - started
+                entry.calls = self._tries_under(step.path) - tries_before
+                if until is not None:
+                    entry.detail = f"until: {str(done).lower()}, " + (
+                        "so it stops" if done else
+                        "and that was the last round" if iteration == rounds else "so another round"
+                    )  # fmt: skip
+                self.trace.append(entry)
+                if done:
                     break
         finally:
             self.variables.update(saved)
@@ -283,20 +297,27 @@ class Run:
     # --- calls -----------------------------------------------------------------------------
 
 
-def _match(value: str, cases: dict[str, list[Any]]) -> list[Any] | None:
+NO_CASE = "no case"
+"""What a route took when no case matched and it has no default."""
+
+
+def _match(value: str, cases: dict[str, list[Any]]) -> str | None:
     """The case whose key equals the value; failing that, equal once trimmed of spaces,
     punctuation, quotes and case (classifier bots often answer 'Code.' for `code`)."""
     if value in cases:
-        return cases[value]
+        return value
 
     def norm(text: str) -> str:
         return text.strip().strip(" \t\n.,;:!?\"'`*_()[]").casefold()
 
     wanted = norm(value)
-    for key, steps in cases.items():
-        if norm(key) == wanted:
-            return steps
-    return None
+    return next((key for key in cases if norm(key) == wanted), None)
+
+
+def _shown(value: str, width: int = 60) -> str:
+    """A compared value, quoted and shortened to one line for the trace."""
+    flat = " ".join(value.split())
+    return repr(flat if len(flat) <= width else flat[: width - 1] + "…")
 
 
 def _first_run_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -1,20 +1,30 @@
 """How a validation error reads: pydantic's errors located in the file and put in a
-creator's words (what is wrong, what is allowed, a likely fix).
+creator's words (what is wrong, what is allowed, a likely fix). Used for pipelines.yaml, and
+for the other YAML files a creator writes (answers, test cases) through `validated`.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from . import format as fmt
 from .controls import CONTROL_MODELS, control_kind
-from .document import Loc
+from .document import Document, Loc, dotted
+from .errors import ConfigError, Problem
 from .format import BotSpec, PipelineFile
+
+ModelFor = Callable[[Loc, Any], type[BaseModel] | None]
+"""The model whose fields are the valid keys of the mapping at a place in a file."""
+M = TypeVar("M", bound=BaseModel)
+
+
+_MISSING = object()
 
 
 def real_loc(loc: Sequence[str | int], data: Any) -> Loc:
@@ -29,12 +39,14 @@ def real_loc(loc: Sequence[str | int], data: Any) -> Loc:
         if after_index and part == tag and not skipped_at.get(len(out)):
             skipped_at[len(out)] = True
             continue
+        if isinstance(part, int) and current is not _MISSING and not isinstance(current, list):
+            continue  # one value that a model takes as a list of one (`answers: {x: text}`)
         if isinstance(current, dict) and part in current:
             current = current[part]
         elif isinstance(current, list) and isinstance(part, int) and part < len(current):
             current = current[part]
         else:
-            current = None
+            current = _MISSING
         out.append(part)
     return tuple(out)
 
@@ -54,11 +66,67 @@ def _model_for(loc: Loc, data: Any) -> type[BaseModel] | None:
     return fmt.STEP_MODELS[kind] if kind else None
 
 
-def explain(error: dict[str, Any], loc: Loc, parent: Any) -> str:
+def located(
+    error: ValidationError, data: Any, base: Loc = (), model_for: ModelFor | None = None
+) -> Iterator[tuple[Loc, str]]:
+    """Each of pydantic's errors about `data` (found at `base` in its file): where it is in
+    the data, and what it says in a creator's words."""
+    for each in error.errors():
+        inner = real_loc(each["loc"], data)
+        parent = _get(data, inner[:-1])
+        yield inner, explain(dict(each), (*base, *inner), parent, model_for or _model_for)
+
+
+def validated(
+    name: str, model: type[M], model_for: ModelFor, *, wrap: str | None = None
+) -> tuple[M, Document]:
+    """A YAML file validated as `model`, and the document (where each key stands); raises
+    ConfigError with every problem at FILE:LINE:COL. With `wrap`, a file that is a list is
+    read as the mapping {wrap: the list}."""
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError([Problem(name, 1, 1, "", f"cannot read the file: {reason}")]) from e
+    document = Document(text)
+    data = document.data
+    wrapped = wrap is not None and isinstance(data, list)
+    if wrapped:
+        data = {wrap: data}
+
+    def problem(loc: Loc, message: str, at: tuple[int, int] | None = None) -> Problem:
+        line, column = at or document.position(loc[1:] if wrapped else loc)
+        return Problem(name, line, column, dotted(loc), message)
+
+    problems = [problem(loc, message, at) for loc, message, at in document.problems]
+    if not problems and not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        problems.append(problem((), f"expected a mapping of keys, got {got}"))
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return model.model_validate(data), document
+    except ValidationError as e:
+        found = located(e, data, (), model_for)
+        raise ConfigError([problem(loc, message) for loc, message in found]) from None
+
+
+def _get(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def explain(error: dict[str, Any], loc: Loc, parent: Any, model_for: ModelFor) -> str:
     kind, message, value = error["type"], error["msg"], error.get("input")
     key = loc[-1] if loc else ""
     if kind == "extra_forbidden":
-        model = _model_for(loc[:-1], parent)
+        model = model_for(loc[:-1], parent)
         allowed = sorted(model.model_fields) if model else []
         close = difflib.get_close_matches(str(key), allowed, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""

@@ -23,7 +23,7 @@ from .budget import Cost, sequence_cost
 from .controls import Labeled, SectionControl, SliderControl, control_kind
 from .document import Document, Loc, dotted
 from .errors import ConfigError, Problem
-from .explanations import explain, real_loc
+from .explanations import located
 from .format import BotSpec, CallStep, ParallelStep, PipelineFile, StepBase
 from .templates import BUILTINS, LOOP_VARIABLES, Template, TemplateProblem, compile_template
 
@@ -137,10 +137,8 @@ class _Checker:
                 return model.validate_python(data)
             return model.model_validate(data)
         except ValidationError as e:
-            for error in e.errors():
-                inner = real_loc(error["loc"], data)
-                parent = _get(data, inner[:-1])
-                self.add((*loc, *inner), explain(dict(error), (*loc, *inner), parent))
+            for inner, message in located(e, data, loc):
+                self.add((*loc, *inner), message)
             return None
 
     def _check_bot_id(self, bot_id: str, seen: dict[str, str]) -> None:
@@ -403,17 +401,6 @@ def _raw_ids(data: Any) -> Iterator[str]:
 def _raw_budget(data: dict[str, Any]) -> int:
     value = data.get("call_budget", 10)
     return value if isinstance(value, int) and 1 <= value <= fmt.POE_CALL_CAP else 10
-
-
-def _get(data: Any, loc: Loc) -> Any:
-    for part in loc:
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
-            data = data[part]
-        else:
-            return None
-    return data
 
 
 def branch_key(step: StepBase, index: int) -> str:

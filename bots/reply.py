@@ -202,6 +202,10 @@ class Reply:
         names = ", ".join(self.asking) if self.asking else "the pipeline"
         return f"_Waiting for {names}…_"
 
+    def is_status(self, text: str) -> bool:
+        """Whether `text` is (only) a progress line this reply showed while nothing else was."""
+        return text.startswith("_Waiting for ") and text.endswith("…_") and "\n" not in text
+
     # --- the event stream ------------------------------------------------------------------
 
     async def stream(self) -> AsyncIterator[Event]:

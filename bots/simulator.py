@@ -4,7 +4,8 @@ Each simulated bot streams back, after a short delay, exactly what the step woul
 the system message, the prompt, its parameters and attachments, and how much history came
 along. So an author sees the flow, the sections and the rendered templates for free. A bot
 whose files a later step uses also makes a small picture (a real PNG, written to a folder of
-the machine's temporary files), so the flow of files can be seen too.
+the machine's temporary files), so the flow of files can be seen too. A `Script` answers for
+the steps and bots it names instead (`script`), so a dry run can take real decisions.
 """
 
 from __future__ import annotations
@@ -16,29 +17,53 @@ import struct
 import tempfile
 import uuid
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import fastapi_poe as fp
+
+from .script import Script, failure
 
 FILES = Path(tempfile.gettempdir()) / "poe-pipelines-dry-run"
 """Where simulated bots put the pictures they make."""
 
 
 class SimulatedCaller:
-    """A `Caller` whose bots echo their request. Delays are in seconds."""
+    """A `Caller` whose bots answer as `script` says, or else echo their request. Delays are in
+    seconds."""
 
-    def __init__(self, first_token_delay: float = 0.4, token_gap: float = 0.01) -> None:
+    def __init__(
+        self,
+        first_token_delay: float = 0.4,
+        token_gap: float = 0.01,
+        script: Script | None = None,
+    ) -> None:
         self.first_token_delay = first_token_delay
         self.token_gap = token_gap
+        self.script = script or Script()
 
     async def stream(
-        self, request: fp.QueryRequest, bot: str, *, files_used: bool = False
-    ) -> AsyncIterator[fp.PartialResponse]:
+        self,
+        request: fp.QueryRequest,
+        bot: str,
+        *,
+        files_used: bool = False,
+        step_id: str | None = None,
+        step_path: str = "",
+    ) -> AsyncGenerator[fp.PartialResponse, None]:
         await asyncio.sleep(self.first_token_delay)
-        if files_used:
-            yield fp.PartialResponse(text="", attachment=picture(bot))
-        tokens = re.findall(r"\S+\s*|\s+", describe(request, bot))
+        key = self.script.key_for(bot, step_id, step_path)
+        if key is None:
+            text = describe(request, bot)
+            file = picture(bot) if files_used else None
+        else:
+            answer = self.script.next(key)
+            if answer.fail is not None:
+                raise failure(answer)
+            text, file = answer.text, self.script.attachment(answer)
+        if file is not None:
+            yield fp.PartialResponse(text="", attachment=file)
+        tokens = re.findall(r"\S+\s*|\s+", text)
         gap = min(self.token_gap, 1.0 / max(1, len(tokens)))  # long echoes stream within ~1 s
         for i, token in enumerate(tokens):
             if i and gap:

@@ -141,7 +141,7 @@ async def test_params_are_checked_against_the_bots_controls() -> None:
     code, out, err = await chat("illustrator", "--controls")
     assert code == 0 and "aspect  aspect_ratio Shape: 1:1 | 16:9 | 9:16; default '16:9'" in out
     code, _, err = await chat("illustrator", "--dry-run", "--param", "aspect_ratio=1:1", "-m", "x")
-    assert code == 2 and "has no control of that name; its controls: aspect" in err
+    assert code == 2 and "no control has that name; the controls: aspect" in err
     code, _, err = await chat("illustrator", "--dry-run", "--param", "aspect=2:1", "-m", "x")
     assert code == 2 and "'2:1' is not one of 1:1, 16:9, 9:16" in err
     code, out, err = await chat("council", "--controls")
