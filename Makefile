@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint serve bench load
+.PHONY: demo test lint serve bench load browser
 
 $(BIN)/activate: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,13 @@ lint: $(BIN)/activate
 	$(BIN)/ruff check bots tests main.py
 	$(BIN)/mypy
 
-test: lint
+test: lint browser
 	$(BIN)/python -m bots test
 	$(BIN)/python -m pytest
+
+# Headless Chromium from Debian's packages, for the test that opens the eval's HTML report.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 serve: $(BIN)/activate
 	$(BIN)/python -m bots serve

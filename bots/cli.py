@@ -1,16 +1,17 @@
-"""The command line: `python -m bots validate | schema | graph | serve | chat | test`."""
+"""The command line: `python -m bots validate | schema | graph | serve | chat | test | eval`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 
 from . import loader
 from .errors import ConfigError
-from .format import PipelineFile
+from .format import POE_NAME_PATTERN, PipelineFile
 from .graph import mermaid
 
 
@@ -152,6 +153,62 @@ def cmd_test(args: argparse.Namespace) -> int:
     return asyncio.run(cases.run_all(suite, config, args.k, sys.stdout))
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import dataset, evals, script
+    from .judge import Judge
+    from .throttle import parse_rate
+
+    config = _load_or_exit(args.config)
+    try:
+        unknown = [b for b in args.bots if b not in config.bots]
+        if unknown:
+            raise ValueError(
+                f"no bot {', '.join(map(repr, unknown))} in {args.config}; its bots: "
+                + ", ".join(config.bots)
+            )
+        if not re.fullmatch(POE_NAME_PATTERN, args.baseline):
+            raise ValueError(f"--baseline {args.baseline!r} is not a Poe bot name")
+        if not re.fullmatch(POE_NAME_PATTERN, args.judge):
+            raise ValueError(f"--judge {args.judge!r} is not a Poe bot name")
+        rate = parse_rate(args.rate)
+        judge = Judge.of(args.judge, args.judge_prompt, args.rubric_prompt)
+        if args.answers and not args.dry_run:
+            raise ValueError("--answers scripts simulated bots: add --dry-run")
+        items = dataset.read(args.dataset)
+        answers = script.read(args.answers) if args.answers else script.Script()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    api_key = os.environ.get("POE_API_KEY", "")
+    if not args.dry_run and not api_key:
+        from .chat import KEY_HELP
+
+        print(KEY_HELP, file=sys.stderr)
+        return 2
+    candidates = [evals.Candidate(b, config.bots[b]) for b in args.bots]
+    baseline = evals.Candidate(args.baseline, evals.baseline_plan(args.baseline), baseline=True)
+    plans = [c.plan for c in [*candidates, baseline]] + [evals.judge_plan(args.judge)]
+    for key in answers.answers:
+        if all(script.key_problem(key, plan) for plan in plans):
+            print(f"error: answer {key}: no candidate, baseline or judge has it", file=sys.stderr)
+            return 2
+    try:
+        return evals.command(
+            candidates, baseline, items, judge, answers, api_key,
+            dry_run=args.dry_run, concurrency=max(1, args.concurrency), rate=rate, out=args.out,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: what was done is saved in {args.out}; run the same command to "
+            "resume (nothing done is paid for again)",
+            file=sys.stderr,
+        )
+        return 130
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m bots", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -214,6 +271,25 @@ def parser() -> argparse.ArgumentParser:
     test.add_argument("--cases", default="pipelines.tests.yaml", help="the test cases file")
     test.add_argument("-k", metavar="TEXT", help="only the cases whose bot or name contains TEXT")
     test.set_defaults(run=cmd_test)
+    ev = command("eval", "compare bots with a baseline on a dataset: quality (a judge) and cost")
+    ev.add_argument("bots", nargs="+", help="bot ids of the pipelines file")
+    ev.add_argument("--baseline", required=True, help="a plain Poe bot to compare with, e.g. GPT-5")
+    ev.add_argument(
+        "--dataset", required=True, help="YAML or JSONL: messages, with reference or rubric"
+    )
+    ev.add_argument("--judge", default="GPT-5", help="the Poe bot that judges (default GPT-5)")
+    ev.add_argument("--judge-prompt", metavar="FILE", help="the judge's pairwise prompt template")
+    ev.add_argument("--rubric-prompt", metavar="FILE", help="the judge's rubric prompt template")
+    ev.add_argument("--dry-run", action="store_true", help="simulated bots (free)")
+    ev.add_argument("--answers", metavar="FILE", help="with --dry-run: scripted answers")
+    ev.add_argument("--concurrency", type=int, default=4, help="answers at once (default 4)")
+    ev.add_argument("--rate", default="500/60", help="most requests per seconds (Poe: 500/60)")
+    ev.add_argument(
+        "--out",
+        default="eval-results/eval.json",
+        help="results (and resume) file; the HTML report goes beside it",
+    )
+    ev.set_defaults(run=cmd_eval)
     return top
 
 

@@ -94,6 +94,11 @@ class Document:
         hint = next((hint for clue, hint in _HINTS if clue in reason), None)
         if "mapping values are not allowed here" in reason:
             hint = self._colon_hint(at[0])
+        if "flow mapping" in reason and "got '['" in reason:
+            hint = (
+                "a key holding '[' (a step's place, like steps[1]) must be quoted inside "
+                '{ }, e.g. {"steps[1]": code}'
+            )
         opened = self._unclosed_quote(at[0])
         if opened is not None:
             # a quote left open reads on over later lines, so PyYAML trips far below it

@@ -19,7 +19,11 @@ bots it calls. Each rule, with where Poe says it:
   without Poe's `d-` identifier gets HTTP 400;
 * "on 429, back off exponentially", `x-ratelimit-reset-requests` being "Time in seconds
   until the rate limit window resets": a call made before that time gets 429 again, and is
-  noted in `too_early`.
+  noted in `too_early`;
+* external applications call with a user's API key (`add_api_key`): "500 requests a minute"
+  per key (`api_rate`; each request past it gets 429 with `x-ratelimit-reset-requests`, and is
+  noted in `rate_refused`), every admitted call costs the key's owner points (`prices`, per
+  bot), and `GET /usage/current_balance` tells the key's `current_point_balance`.
 
 It forwards the calls it admits with `Authorization: Bearer standin` (fastapi's HTTPBearer
 refuses an empty credential) and tracks every stream in flight, so tests can wait for the
@@ -45,8 +49,8 @@ import re
 import socket
 import time
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping, Sequence
+from collections import Counter, defaultdict, deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -60,6 +64,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 PROTOCOL_VERSION = "1.2"
 BOT_PREFIX = "/bot/"
 MESSAGE_CALL_LIMIT = 100
+API_RATE = (500, 60.0)  # an API key's requests per minute
 REPLY_CHAR_LIMIT = 100_000
 REPLY_EVENT_LIMIT = 10_000
 ACCESS_KEY = re.compile(r"^[\x21-\x7e]{32}$")  # a bot's access key: 32 ASCII characters
@@ -94,6 +99,7 @@ class Behavior:
     inline_ref: str | None = None  # the file's inline_ref (text shows it as ![title][ref])
     suggested_replies: list[str] = field(default_factory=list)
     echo: bool = False  # the reply is `echo_text`: JSON describing what the bot received
+    reply: Callable[[fp.QueryRequest], str] | None = None  # the reply text, made from the query
     # A reply no fastapi_poe bot would send, written by the stand-in itself: "cut" (the
     # connection drops mid-stream), "bad_json" (an event whose data is not JSON),
     # "unknown_event" (an event type the protocol lacks, then a normal reply), "no_done" (the
@@ -110,6 +116,7 @@ class Refusal:
     access_key: str
     status: int
     text: str
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. a 429's wait
 
 
 def chunks(text: str) -> list[str]:
@@ -146,6 +153,8 @@ class ScriptedBot(fp.PoeBot):
 
     def reply_tokens(self, request: fp.QueryRequest) -> list[str]:
         b = self.behavior
+        if b.reply is not None:
+            return chunks(b.reply(request))
         if b.echo or (b.text is None and b.tokens is None):
             text = echo_text(self.name, request)
             size = -(-len(text) // 4)
@@ -221,6 +230,11 @@ class StandIn:
         self.too_early: list[tuple[str, str, float]] = []  # (message, bot, seconds too early)
         self.reports: list[dict[str, Any]] = []  # report_error posts the bots received
         self.settings_updates: list[dict[str, Any]] = []
+        self.api_rate = API_RATE
+        self.balances: dict[str, int] = {}  # API key -> its owner's points
+        self.prices: dict[str, int] = {}  # bot -> points one call costs (default 1)
+        self.api_requests: defaultdict[str, deque[float]] = defaultdict(deque)  # key -> times
+        self.rate_refused = 0  # requests refused for passing `api_rate`
         self.open_streams = self.max_open_streams = self.closed_early = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -237,6 +251,23 @@ class StandIn:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
+
+    def add_api_key(self, key: str, points: int = 1_000_000) -> None:
+        """A user's API key (an external application's calls), with the user's points."""
+        self.balances[key] = points
+
+    def _over_api_rate(self, key: str) -> float | None:
+        """Counts one request of an API key; the seconds until its window has room again if
+        it is over Poe's rate, else None."""
+        limit, window = self.api_rate
+        times, now = self.api_requests[key], time.monotonic()
+        while times and times[0] <= now - window:
+            times.popleft()
+        if len(times) >= limit:
+            self.rate_refused += 1
+            return times[0] + window - now
+        times.append(now)
+        return None
 
     def declare(self, access_key: str, dependencies: Mapping[str, int], caller: str = "") -> None:
         """Declares the bots (and how many calls each) the caller with this key may make."""
@@ -271,6 +302,9 @@ class StandIn:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
+        if scope["type"] == "http" and path == "/usage/current_balance":
+            await self._balance(scope, send)
+            return
         if scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(BOT_PREFIX):
             await self.app(scope, receive, send)
             return
@@ -318,17 +352,27 @@ class StandIn:
         message_id, key = str(payload.get("message_id", "")), str(payload.get("access_key", ""))
         self.attempts[message_id][name] += 1
 
-        def refuse(status: int, text: str) -> Refusal:
-            return Refusal(message_id, name, key, status, text)
+        def refuse(status: int, text: str, wait: float | None = None) -> Refusal:
+            headers = {"x-ratelimit-reset-requests": f"{wait:.3f}"} if wait is not None else {}
+            return Refusal(message_id, name, key, status, text, headers)
 
         # "On 429, back off": a call before the time Poe's headers gave is refused again.
         until = self.rate_limited_until.get(key or bearer)
         if until is not None and time.monotonic() < until:
-            self.too_early.append((message_id, name, until - time.monotonic()))
-            return refuse(429, "Too many requests: wait as x-ratelimit-reset-requests says")
+            wait = until - time.monotonic()
+            self.too_early.append((message_id, name, wait))
+            return refuse(429, "Too many requests: wait as x-ratelimit-reset-requests says", wait)
+        if bearer in self.balances:  # a user's API key: "500 requests a minute"
+            wait = self._over_api_rate(bearer)
+            if wait is not None:
+                self.rate_limited_until[bearer] = time.monotonic() + wait
+                text = f"Too many requests: {self.api_rate[0]} a minute per key"
+                return refuse(429, text, wait)
         if name not in self.bots:
             return refuse(404, f"Bot {name} does not exist")
-        if not self.allow_any_caller:
+        if bearer in self.balances:
+            self.balances[bearer] -= self.prices.get(name, 1)
+        elif not self.allow_any_caller:
             # Poe attributes a server bot's call by its access key, sent as the bearer token
             if key not in self.dependencies or bearer != key:
                 return refuse(401, "Invalid access key: unknown to the stand-in")
@@ -354,11 +398,23 @@ class StandIn:
         if reset is not None:
             self.rate_limited_until[key] = time.monotonic() + float(reset)
 
+    async def _balance(self, scope: Scope, send: Send) -> None:
+        """Poe's usage API: the API key's point balance (401 for an unknown key)."""
+        key = _bearer(scope["headers"])
+        if key not in self.balances:
+            await _send_json(send, 401, {"detail": "Invalid API key"})
+        elif self._over_api_rate(key) is not None:
+            await _send_json(send, 429, {"detail": "Too many requests"})
+        else:
+            await _send_json(send, 200, {"current_point_balance": self.balances[key]})
+
     async def _refuse(self, refusal: Refusal, send: Send) -> None:
-        """Answers as Poe does: HTTP 401/404 with a JSON body, or one error event then done."""
+        """Answers as Poe does: HTTP 401/404/429 with a JSON body, or one error event then
+        done."""
         self.refused.append(refusal)
         if refusal.status != 200:
-            await _send_json(send, refusal.status, {"detail": refusal.text})
+            body = json.dumps({"detail": refusal.text}).encode()
+            await _send_raw(send, refusal.status, "application/json", body, refusal.headers)
             return
         error = json.dumps({"allow_retry": False, "text": refusal.text})
         body = f"event: error\r\ndata: {error}\r\n\r\nevent: done\r\ndata: {{}}\r\n\r\n"

@@ -141,6 +141,12 @@ async def test_a_bad_cases_file_exits_2_with_each_mistake_at_its_line(tmp_path: 
     code, _, err = await bots_test("--cases", path)
     assert code == 2 and f"{path}:5:14: cases[0].expect.cals: unknown key 'cals'" in err
     assert "did you mean 'calls'?" in err
+    path = write(
+        tmp_path,
+        "version: 1\ncases:\n  - {name: x, bot: router, expect: {route: {steps[1]: code}}}\n",
+    )
+    code, _, err = await bots_test("--cases", path)
+    assert code == 2 and "a key holding '[' (a step's place, like steps[1]) must be quoted" in err
 
 
 async def test_k_selects_cases_and_a_missing_file_is_explained(tmp_path: Path) -> None:

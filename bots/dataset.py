@@ -1,0 +1,94 @@
+"""An eval's dataset: the messages to ask, each with an optional reference answer or rubric.
+
+YAML (a list, or a mapping with `items:`) or JSONL (one JSON object or string per line). An
+item is a message, or a mapping with `message` and optionally `reference`, `rubric` and `id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from .document import Loc
+from .errors import ConfigError, Problem
+from .explanations import located, validated
+
+
+def _as_item(value: Any) -> Any:
+    return {"message": value} if isinstance(value, str) else value
+
+
+class Item(BaseModel):
+    """One message of the dataset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    message: Annotated[str, Field(min_length=1)]
+    reference: str | None = Field(default=None, description="A good answer, for the judge.")
+    rubric: str | None = Field(default=None, description="What a good answer does (scored).")
+    id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Stable across runs while the item is unchanged: what a resumed eval looks up."""
+        body = json.dumps([self.message, self.reference, self.rubric])
+        return self.id or hashlib.sha256(body.encode()).hexdigest()[:12]
+
+
+class Dataset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: Annotated[list[Annotated[Item, BeforeValidator(_as_item)]], Field(min_length=1)]
+
+
+def _model_for(loc: Loc, data: Any) -> type[BaseModel] | None:
+    return Dataset if not loc else Item if len(loc) == 2 else None
+
+
+def read(path: str) -> list[Item]:
+    """The dataset's items; raises ConfigError naming FILE:LINE:COL of each mistake."""
+    if path.endswith((".jsonl", ".ndjson")):
+        return _read_jsonl(path)
+    found, _ = validated(path, Dataset, _model_for, wrap="items")
+    _check_unique(path, found.items)
+    return found.items
+
+
+def _read_jsonl(path: str) -> list[Item]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError([Problem(path, 1, 1, "", f"cannot read the file: {reason}")]) from e
+    items: list[Item] = []
+    problems: list[Problem] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            items.append(Item.model_validate(_as_item(data)))
+        except json.JSONDecodeError as e:
+            problems.append(Problem(path, number, e.colno, "", f"not JSON: {e.msg}"))
+        except ValidationError as e:
+            for loc, message in located(e, _as_item(data), (), _model_for):
+                problems.append(Problem(path, number, 1, ".".join(map(str, loc)), message))
+    if not items and not problems:
+        problems.append(Problem(path, 1, 1, "", "no items: write one message per line"))
+    if problems:
+        raise ConfigError(problems)
+    _check_unique(path, items)
+    return items
+
+
+def _check_unique(path: str, items: list[Item]) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item.key in seen:
+            what = f"id {item.id!r}" if item.id else f"message {item.message[:60]!r}"
+            raise ConfigError([Problem(path, 1, 1, "", f"the {what} is there twice")])
+        seen.add(item.key)
