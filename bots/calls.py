@@ -21,7 +21,7 @@ import fastapi_poe as fp
 
 from . import conversation
 from .budget import CallGuard
-from .client import Caller, CallFailed
+from .client import Caller, CallFailed, CallSite
 from .errors import StepFailed
 from .format import CallStep, StepBase, within
 from .loader import BotPlan
@@ -211,10 +211,8 @@ class Calls:
             part.replace("")
         try:
             async with asyncio.timeout(seconds):
-                events = self.caller.stream(
-                    request, bot, step_id=step.id, step_path=step.path,
-                    files_used=step.path in self.plan.file_calls,
-                )  # fmt: skip
+                site = CallSite(step.id, step.path, step.path in self.plan.file_calls)
+                events = self.caller.stream(request, bot, site)
                 async for event in events:
                     if isinstance(event, fp.MetaResponse) or event.data is not None:
                         continue

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Protocol, cast, get_args
 
 import fastapi_poe as fp
@@ -58,19 +59,26 @@ class CallFailed(Exception):
         self.log_reason = log_reason or message
 
 
+@dataclass(frozen=True)
+class CallSite:
+    """The step a call is made for: its id and place (a scripted bot's answers may be keyed by
+    them), and whether a later step uses the files of its answer (a simulated bot then makes
+    one)."""
+
+    step_id: str | None = None
+    path: str = ""
+    files_used: bool = False
+
+
+ANYWHERE = CallSite()
+"""A call made for no step in particular (a plain bot in a test, say)."""
+
+
 class Caller(Protocol):
-    """Streams one dependency bot's answer to a request. `files_used` says a later step uses
-    the files of this answer (a simulated bot then makes one); `step_id` and `step_path` name
-    the step that calls (a scripted bot's answers may be keyed by them)."""
+    """Streams one dependency bot's answer to a request made for `site`."""
 
     def stream(
-        self,
-        request: fp.QueryRequest,
-        bot: str,
-        *,
-        files_used: bool = False,
-        step_id: str | None = None,
-        step_path: str = "",
+        self, request: fp.QueryRequest, bot: str, site: CallSite = ANYWHERE
     ) -> AsyncGenerator[fp.PartialResponse, None]: ...
 
 
@@ -113,13 +121,7 @@ class PoeCaller:
         self.api_key = api_key
 
     async def stream(
-        self,
-        request: fp.QueryRequest,
-        bot: str,
-        *,
-        files_used: bool = False,
-        step_id: str | None = None,
-        step_path: str = "",
+        self, request: fp.QueryRequest, bot: str, site: CallSite = ANYWHERE
     ) -> AsyncGenerator[fp.PartialResponse, None]:
         responses: list[httpx.Response] = []
         reports: list[str] = []

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import fastapi_poe as fp
 
+from .client import ANYWHERE, CallSite
 from .script import Script, failure
 
 FILES = Path(tempfile.gettempdir()) / "poe-pipelines-dry-run"
@@ -43,19 +44,13 @@ class SimulatedCaller:
         self.script = script or Script()
 
     async def stream(
-        self,
-        request: fp.QueryRequest,
-        bot: str,
-        *,
-        files_used: bool = False,
-        step_id: str | None = None,
-        step_path: str = "",
+        self, request: fp.QueryRequest, bot: str, site: CallSite = ANYWHERE
     ) -> AsyncGenerator[fp.PartialResponse, None]:
         await asyncio.sleep(self.first_token_delay)
-        key = self.script.key_for(bot, step_id, step_path)
+        key = self.script.key_for(bot, site.step_id, site.path)
         if key is None:
             text = describe(request, bot)
-            file = picture(bot) if files_used else None
+            file = picture(bot) if site.files_used else None
         else:
             answer = self.script.next(key)
             if answer.fail is not None:

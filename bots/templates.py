@@ -17,6 +17,7 @@ from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import StepFailed
+from .filters import FILTERS
 
 BUILTINS = frozenset({"message", "conversation", "params", "attachments", "files"})
 """Variables every template sees; each step's output is added under its id."""
@@ -35,6 +36,7 @@ ENV = ImmutableSandboxedEnvironment(
     lstrip_blocks=True,
     keep_trailing_newline=False,
 )
+ENV.filters.update(FILTERS)  # lines, from_json, vote, numbered, shorten
 
 
 class Branches(dict[str, Any]):

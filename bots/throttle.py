@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator
 
 import fastapi_poe as fp
 
-from .client import Caller
+from .client import ANYWHERE, Caller, CallSite
 
 POE_API_RATE = (500, 60.0)
 """Requests a minute Poe allows one API key ("500 rpm"; its external-application guide)."""
@@ -64,18 +64,10 @@ class ThrottledCaller:
         self.throttle = throttle
 
     async def stream(
-        self,
-        request: fp.QueryRequest,
-        bot: str,
-        *,
-        files_used: bool = False,
-        step_id: str | None = None,
-        step_path: str = "",
+        self, request: fp.QueryRequest, bot: str, site: CallSite = ANYWHERE
     ) -> AsyncGenerator[fp.PartialResponse, None]:
         await self.throttle.admit()
-        events = self.caller.stream(
-            request, bot, files_used=files_used, step_id=step_id, step_path=step_path
-        )
+        events = self.caller.stream(request, bot, site)
         async with contextlib.aclosing(events):
             async for event in events:
                 yield event
