@@ -1,9 +1,10 @@
 """The call budget: the static worst case of a pipeline, and the run-time guard that enforces it.
 
 The worst case is exact. A sequence adds, a parallel adds its branches (a `wait: first` race
-starts them all), a route takes the most expensive case, a loop multiplies by `max`, a step with
-`when` counts as if it runs, and a call counts (1 + retries) tries for its bot and for each
-fallback bot, because every try is a call Poe counts. Per dependency bot, the figure is the most
+starts them all, as does `wait: k`), a route takes the most expensive case, a loop multiplies by
+`max`, a map by `max_items`, a step with `when` counts as if it runs, and a call counts
+(1 + retries) tries for its bot and for each fallback bot, because every try is a call Poe
+counts, times `repeat` when it repeats. Per dependency bot, the figure is the most
 calls one run can make to it (what the bot declares as `server_bot_dependencies`); the total is
 the most calls one run can make, which is what `call_budget` bounds.
 """
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .errors import BudgetExceeded
-from .format import CallStep, LoopStep, ParallelStep, RouteStep, StepBase
+from .format import CallStep, LoopStep, MapStep, ParallelStep, RouteStep, StepBase
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def step_cost(step: StepBase) -> Cost:
         cost = Cost()
         for bot in step.bots:
             cost = cost.then(Cost(tries, Counter({bot: tries}), [(step.path, bot, tries)]))
-        return cost
+        return cost.times(step.repeat or 1)
     if isinstance(step, ParallelStep):
         return sequence_cost(step.parallel)
     if isinstance(step, RouteStep):
@@ -69,6 +70,8 @@ def step_cost(step: StepBase) -> Cost:
         return cost
     if isinstance(step, LoopStep):
         return sequence_cost(step.loop.steps).times(step.loop.bound)
+    if isinstance(step, MapStep):
+        return sequence_cost(step.steps).times(step.max_items)
     return Cost()
 
 

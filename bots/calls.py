@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 from collections import Counter
@@ -48,6 +49,23 @@ class TraceEntry:
     detail: str = ""
 
 
+_counting: contextvars.ContextVar[tuple[TraceEntry, ...]] = contextvars.ContextVar(
+    "counting", default=()
+)
+
+
+@contextlib.contextmanager
+def counting(entry: TraceEntry) -> Iterator[None]:
+    """Counts every try made within (in this task and the tasks it starts) in `entry.calls`,
+    as well as in the entries already counting: each step's entry holds its own calls, even
+    while other items of a map run the same step at once."""
+    token = _counting.set((*_counting.get(), entry))
+    try:
+        yield
+    finally:
+        _counting.reset(token)
+
+
 @dataclass
 class Calls:
     """The dependency calls of one reply, all through one budget guard."""
@@ -61,13 +79,13 @@ class Calls:
     deadline: float = float("inf")  # loop time the reply must end by
     guard: CallGuard = field(init=False)
     history: conversation.History = field(init=False)
-    records: dict[str, conversation.Record] = field(default_factory=dict)  # per call step
-    tries: Counter[str] = field(default_factory=Counter)  # calls made, per call step path
+    # per call (a call step's place, and for a sample or a map item "#N" after it)
+    records: dict[str, conversation.Record] = field(default_factory=dict)
     # every failed try: its step, bot and a reason fit for logs (nothing a dependency wrote)
     failures: list[dict[str, str]] = field(default_factory=list)
     made: int = 0  # successful calls so far
-    # per call step: the number of its last successful call, and the files that call produced
-    produced: dict[str, tuple[int, list[fp.Attachment]]] = field(default_factory=dict)
+    # per call: the number of its last successful call, and the files that call produced
+    produced: dict[tuple[str, str], tuple[int, list[fp.Attachment]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.guard = CallGuard(Counter(self.plan.dependencies), self.plan.cost.total)
@@ -77,11 +95,14 @@ class Calls:
         self,
         step: CallStep,
         part: Part | None,
-        variables: dict[str, Any],
+        variables: Mapping[str, Any],
         files: Mapping[str, list[fp.Attachment]],
+        instance: str = "",
     ) -> str:
         """One call step: every try of its bot, then of each fallback, until one succeeds.
-        `files` are the files each earlier step produced, by id."""
+        `files` are the files each earlier step produced, by id; `instance` tells apart the
+        calls one step makes for the samples of a `repeat` and the items of a `map` ("#2")."""
+        key = step.path + instance
 
         def render(name: str) -> str:
             template = step.template(name)
@@ -113,7 +134,7 @@ class Calls:
         messages = conversation.call_messages(
             self.request,
             self.history,
-            step.path,
+            key,
             prompt=prompt,
             system=system,
             parameters=parameters,
@@ -131,33 +152,32 @@ class Calls:
                     await self._back_off(step, bot, failures, timeout)
                 self.guard.acquire(bot)
                 self.reply.spent = True
-                self.tries[step.path] += 1
+                for entry in _counting.get():
+                    entry.calls += 1
                 tried.append(bot)
                 try:
                     with self._asking(bot):
                         text, produced = await self._try(request, bot, step, part, timeout)
                 except CallFailed as e:
                     failures.append(e)
-                    self.failures.append({"step": step.path, "bot": bot, "reason": e.log_reason})
-                    log.info(
-                        "bot %s: %s: %s failed: %s", self.plan.id, step.path, bot, e.log_reason
-                    )
+                    self.failures.append({"step": key, "bot": bot, "reason": e.log_reason})
+                    log.info("bot %s: %s: %s failed: %s", self.plan.id, key, bot, e.log_reason)
                     if e.retry:
                         continue
                     break  # the bot asked not to be retried: on to the fallback, if any
                 record = {"a": text}
                 if prompt != message:
                     record["p"] = prompt
-                self.records[step.path] = record
+                self.records[key] = record
                 self.made += 1
-                self.produced[step.path] = (self.made, produced)
+                self.produced[(step.path, instance)] = (self.made, produced)
                 return text
         error_type = next((f.error_type for f in reversed(failures) if f.error_type), None)
         raise StepFailed(
             _failure_message(list(zip(tried, failures, strict=True))),
             bot=step.bot,
             error_type=error_type,
-            log_reason=f"{step.path}: {', '.join(dict.fromkeys(tried))} failed",
+            log_reason=f"{key}: {', '.join(dict.fromkeys(tried))} failed",
         )
 
     async def _back_off(
@@ -203,16 +223,23 @@ class Calls:
         part: Part | None,
         seconds: float,
     ) -> tuple[str, list[fp.Attachment]]:
-        """One try: its text, streamed into `part`, and its files."""
+        """One try: its text, streamed into `part`, and its files.
+
+        The stream is read in a task of its own, which is cancelled once, on a timeout or a
+        cancelled reply, and then awaited to the end. Cancelled in place instead, a second
+        cancellation (a sibling branch failing at the same moment) could land in the HTTP
+        client's own clean-up and leave the upstream connection open."""
         text = ""
         files: list[fp.Attachment] = []
         suggestions: list[str] = []
         if part is not None:
             part.replace("")
-        try:
-            async with asyncio.timeout(seconds):
-                site = CallSite(step.id, step.path, step.path in self.plan.file_calls)
-                events = self.caller.stream(request, bot, site)
+        site = CallSite(step.id, step.path, step.path in self.plan.file_calls)
+
+        async def read() -> None:
+            nonlocal text
+            events = self.caller.stream(request, bot, site)
+            async with contextlib.aclosing(events):
                 async for event in events:
                     if isinstance(event, fp.MetaResponse) or event.data is not None:
                         continue
@@ -231,20 +258,46 @@ class Calls:
                         text += event.text
                         if part is not None:
                             part.write(event.text)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            async with asyncio.timeout(seconds):
+                await asyncio.shield(reader)
         except TimeoutError:
+            await _finish(reader)
             raise CallFailed(f"no complete answer within {seconds:g} s") from None
+        except asyncio.CancelledError:
+            await _finish(reader)
+            raise
         if part is not None:
             part.suggestions = suggestions
         return text, files
 
-    def files_under(self, path: str, since: int) -> list[fp.Attachment]:
-        """The files the calls at or inside `path` produced after call number `since`."""
+    def files_under(self, path: str, instance: str, since: int) -> list[fp.Attachment]:
+        """The files the calls at or inside `path` (in the same sample or item, or inside it)
+        produced after call number `since`."""
         found = [
             (made, files)
-            for at, (made, files) in self.produced.items()
-            if made > since and within(at, path)
+            for (at, made_in), (made, files) in self.produced.items()
+            if made > since and within(at, path) and made_in.startswith(instance)
         ]
         return [file for _, files in sorted(found, key=lambda item: item[0]) for file in files]
+
+
+async def _finish(reader: asyncio.Future[None]) -> None:
+    """Cancels a stream's reader once and waits until it has closed its stream. A
+    cancellation that arrives meanwhile is kept, and raised once the reader is done."""
+    reader.cancel()
+    cancelled = False
+    while not reader.done():
+        try:
+            await asyncio.wait({reader})
+        except asyncio.CancelledError:
+            cancelled = True
+    if not reader.cancelled():
+        reader.exception()  # retrieved: a consequence of the cancellation, not news
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _failure_message(failures: list[tuple[str, CallFailed]]) -> str:

@@ -179,9 +179,17 @@ def _expect_mistakes(expect: Expect, plan: BotPlan) -> Iterator[tuple[Loc, str]]
     bots = sorted({bot for s in walk(plan.spec.steps) if isinstance(s, CallStep) for bot in s.bots})
     names = ", ".join(name for name in steps if not name.startswith("steps")) or "none"
     for key in ("ran", "skipped", "failed"):
-        for ref in getattr(expect, key):
+        for i, ref in enumerate(getattr(expect, key)):
             if ref not in steps:
-                yield (key,), f"/{plan.id} has no step {ref!r} (ids: {names}; or a place: steps[0])"
+                yield (
+                    (key, i),
+                    f"/{plan.id} has no step {ref!r} (ids: {names}; or a place: steps[0])",
+                )
+    for ref in set(expect.ran) & set(expect.skipped):
+        yield ("skipped",), f"{ref!r} is expected both to run and to be skipped"
+    for key in ("reply_contains", "reply_not_contains"):
+        if "" in getattr(expect, key):
+            yield (key,), "an empty text is in every reply; write the text to look for"
     for ref, taken in expect.route.items():
         step = steps.get(ref)
         if not isinstance(step, RouteStep):
@@ -199,10 +207,11 @@ def _expect_mistakes(expect: Expect, plan: BotPlan) -> Iterator[tuple[Loc, str]]
                     ("route", ref),
                     f"{name!r} is not a case of {ref}; its cases: " + ", ".join(allowed),
                 )
-    for key, listed in (("called", list(expect.called)), ("not_called", expect.not_called)):
-        for bot in listed:
-            if bot not in bots:
-                yield (key,), f"/{plan.id} never calls {bot!r}; it calls: {', '.join(bots)}"
+    listed: list[tuple[Loc, str]] = [(("called", bot), bot) for bot in expect.called]
+    listed += [(("not_called", i), bot) for i, bot in enumerate(expect.not_called)]
+    for at, bot in listed:
+        if bot not in bots:
+            yield at, f"/{plan.id} never calls {bot!r}; it calls: {', '.join(bots)}"
     worst = plan.cost.total
     for key in ("calls", "max_calls"):
         wanted = getattr(expect, key)
@@ -313,11 +322,11 @@ def _unmet(expect: Expect, plan: BotPlan, said: transcript.Transcript) -> Iterat
 
 
 def _outcomes(said: transcript.Transcript) -> dict[str, set[str]]:
-    """Each step's outcomes (ok, skipped, failed: ...), by place."""
+    """Each step's outcomes (ok, skipped, failed: ...), by place (a map's items together)."""
     found: dict[str, set[str]] = {}
     for entry in said.run.trace:
-        if entry.kind not in ("wait", "round", "param"):
-            found.setdefault(entry.path, set()).add(entry.outcome)
+        if entry.kind not in ("wait", "round", "param", "sample"):
+            found.setdefault(entry.path.split("#")[0], set()).add(entry.outcome)
     return found
 
 

@@ -199,6 +199,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return evals.command(
             candidates, baseline, items, judge, answers, api_key,
             dry_run=args.dry_run, concurrency=max(1, args.concurrency), rate=rate, out=args.out,
+            retry_failed=args.retry_failed,
         )  # fmt: skip
     except KeyboardInterrupt:
         print(
@@ -261,8 +262,8 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=TEXT",
-        help="with --dry-run: what a step (by id) or a bot answers, e.g. topic=code "
-        "(repeat a key for successive calls)",
+        help="with --dry-run: what a step (by id or place) or a bot answers, e.g. topic=code "
+        "(repeat a key for successive calls; replaces that key's answers from --answers)",
     )
     chat.add_argument("--no-trace", action="store_true", help="do not print the trace")
     chat.add_argument("--delay", type=float, default=0.4, help=argparse.SUPPRESS)
@@ -283,7 +284,13 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--dry-run", action="store_true", help="simulated bots (free)")
     ev.add_argument("--answers", metavar="FILE", help="with --dry-run: scripted answers")
     ev.add_argument("--concurrency", type=int, default=4, help="answers at once (default 4)")
-    ev.add_argument("--rate", default="500/60", help="most requests per seconds (Poe: 500/60)")
+    ev.add_argument(
+        "--rate",
+        default="500/60",
+        metavar="REQUESTS/SECONDS",
+        help="the most requests in any window of SECONDS (default Poe's 500/60)",
+    )
+    ev.add_argument("--retry-failed", action="store_true", help="ask again for answers that failed")
     ev.add_argument(
         "--out",
         default="eval-results/eval.json",

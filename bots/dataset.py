@@ -11,7 +11,14 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from .document import Loc
 from .errors import ConfigError, Problem
@@ -44,6 +51,15 @@ class Dataset(BaseModel):
 
     items: Annotated[list[Annotated[Item, BeforeValidator(_as_item)]], Field(min_length=1)]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_list(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "items" not in data:
+            raise ValueError(
+                "a dataset is a list of messages, one item each (or items: holding that list)"
+            )
+        return data
+
 
 def _model_for(loc: Loc, data: Any) -> type[BaseModel] | None:
     return Dataset if not loc else Item if len(loc) == 2 else None
@@ -53,8 +69,10 @@ def read(path: str) -> list[Item]:
     """The dataset's items; raises ConfigError naming FILE:LINE:COL of each mistake."""
     if path.endswith((".jsonl", ".ndjson")):
         return _read_jsonl(path)
-    found, _ = validated(path, Dataset, _model_for, wrap="items")
-    _check_unique(path, found.items)
+    found, document = validated(path, Dataset, _model_for, wrap="items")
+    wrapped = isinstance(document.data, list)
+    where = [document.position((i,) if wrapped else ("items", i)) for i in range(len(found.items))]
+    _check_unique(path, found.items, where)
     return found.items
 
 
@@ -65,6 +83,7 @@ def _read_jsonl(path: str) -> list[Item]:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ConfigError([Problem(path, 1, 1, "", f"cannot read the file: {reason}")]) from e
     items: list[Item] = []
+    where: list[tuple[int, int]] = []
     problems: list[Problem] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -72,23 +91,26 @@ def _read_jsonl(path: str) -> list[Item]:
         try:
             data = json.loads(line)
             items.append(Item.model_validate(_as_item(data)))
+            where.append((number, 1))
         except json.JSONDecodeError as e:
             problems.append(Problem(path, number, e.colno, "", f"not JSON: {e.msg}"))
         except ValidationError as e:
-            for loc, message in located(e, _as_item(data), (), _model_for):
+            for loc, message in located(e, _as_item(data), (), lambda loc, data: Item):
                 problems.append(Problem(path, number, 1, ".".join(map(str, loc)), message))
     if not items and not problems:
         problems.append(Problem(path, 1, 1, "", "no items: write one message per line"))
     if problems:
         raise ConfigError(problems)
-    _check_unique(path, items)
+    _check_unique(path, items, where)
     return items
 
 
-def _check_unique(path: str, items: list[Item]) -> None:
-    seen: set[str] = set()
-    for item in items:
+def _check_unique(path: str, items: list[Item], where: list[tuple[int, int]]) -> None:
+    """Each item once: a resumed eval finds an item's answers by its id or its text."""
+    seen: dict[str, int] = {}
+    for item, (line, column) in zip(items, where, strict=True):
         if item.key in seen:
             what = f"id {item.id!r}" if item.id else f"message {item.message[:60]!r}"
-            raise ConfigError([Problem(path, 1, 1, "", f"the {what} is there twice")])
-        seen.add(item.key)
+            message = f"the {what} is there twice (first at line {seen[item.key]})"
+            raise ConfigError([Problem(path, line, column, "", message + "; once is enough")])
+        seen[item.key] = line

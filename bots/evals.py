@@ -107,6 +107,8 @@ class Eval:
     caller: Caller
     ledger: Ledger
     concurrency: int = 4
+    source: str = "live"  # where answers come from: live, or a dry run's script (its hash)
+    retry_failed: bool = False  # ask again for answers that failed (and judge them anew)
     balance: Callable[[], Awaitable[int | None]] | None = None  # Poe's point balance, if known
     progress: Callable[[int], None] = lambda done: None  # told each time a unit is done
     failed_judgements: int = 0  # judge calls that failed (asked again on resume)
@@ -119,6 +121,31 @@ class Eval:
     def everyone(self) -> list[Candidate]:
         return [*self.candidates, self.baseline]
 
+    def answer_key(self, candidate: Candidate, item: Item) -> str:
+        """Where a candidate's answer to an item is kept: live answers and each dry run's
+        scripted ones apart, so no run reads another's."""
+        return f"{self.source}|{candidate.name}|{item.key}"
+
+    def judgement_key(self, kind: str, *answers: str) -> str:
+        """Where a verdict on answers (in the order the judge saw them) or a score is kept:
+        with the judge and its prompts, so a changed one judges anew."""
+        return "|".join([kind, self.judge.signature, *answers])
+
+    def forget_failures(self) -> int:
+        """Drops the answers that failed, and the judgements of them, so they are asked
+        again; returns how many answers were dropped."""
+        failed = [
+            key
+            for c in self.everyone
+            for i in self.items
+            if (said := self.ledger.answers.get(key := self.answer_key(c, i))) and said["error"]
+        ]
+        for key in failed:
+            del self.ledger.answers[key]
+            for judged in [k for k in self.ledger.judgements if f"|{key}|" in f"|{k}|"]:
+                del self.ledger.judgements[judged]
+        return len(failed)
+
     def to_do(self) -> tuple[int, int, int]:
         """What a run will pay for: answers not yet in the ledger, the most calls they can
         make, and the judge calls not yet in it."""
@@ -126,22 +153,24 @@ class Eval:
             c.plan.cost.total
             for c in self.everyone
             for i in self.items
-            if _key(c.name, i) not in self.ledger.answers
+            if self.answer_key(c, i) not in self.ledger.answers
         ]
-        judgements = [j for j in self._judgements() if j[0] not in self.ledger.judgements]
+        judgements = [j for j in self.judgements() if j[0] not in self.ledger.judgements]
         return len(missing), sum(missing), len(judgements)
 
     async def run(self) -> None:
         """Answers, then judgements; each saved as soon as it is known."""
         limit = asyncio.Semaphore(self.concurrency)
         for candidate in self.everyone:  # one at a time, so each one's points can be told
-            missing = [i for i in self.items if _key(candidate.name, i) not in self.ledger.answers]
+            missing = [
+                i for i in self.items if self.answer_key(candidate, i) not in self.ledger.answers
+            ]
             if missing:
                 jobs = [self._answer(candidate, item, limit) for item in missing]
                 await self._measured(candidate.name, jobs)
         jobs = [
             self._judge(key, self._prompt(kind, item, keys), kind, limit)
-            for key, kind, item, keys in self._judgements()
+            for key, kind, item, keys in self.judgements()
             if key not in self.ledger.judgements
         ]
         if jobs:
@@ -165,7 +194,7 @@ class Eval:
             said = await transcript.answer(
                 candidate.plan, transcript.query(item.message, user_id="eval"), self.caller
             )
-        self.ledger.answers[_key(candidate.name, item)] = {
+        self.ledger.answers[self.answer_key(candidate, item)] = {
             "text": said.text,
             "calls": said.calls,
             "first_text": said.first_text,
@@ -175,25 +204,22 @@ class Eval:
         self.ledger.save()
         self.progress(1)
 
-    def _judgements(self) -> list[tuple[str, str, Item, tuple[str, ...]]]:
+    def judgements(self) -> list[tuple[str, str, Item, tuple[str, ...]]]:
         """(ledger key, kind, item, the keys of the answers it judges) for every judge call
         the eval needs: a score per answer of a rubric item, else two verdicts per candidate
         (the candidate's answer first, then the baseline's)."""
         found: list[tuple[str, str, Item, tuple[str, ...]]] = []
-        signature = self.judge.signature
         for item in self.items:
-            base = _key(self.baseline.name, item)
+            base = self.answer_key(self.baseline, item)
             if item.rubric:
                 for candidate in self.everyone:
-                    key = _key(candidate.name, item, "score", signature)
-                    found.append((key, "score", item, (_key(candidate.name, item),)))
+                    mine = self.answer_key(candidate, item)
+                    found.append((self.judgement_key("score", mine), "score", item, (mine,)))
                 continue
             for candidate in self.candidates:
-                mine = _key(candidate.name, item)
-                for order, pair in (("first", (mine, base)), ("second", (base, mine))):
-                    found.append(
-                        (_key(candidate.name, item, order, signature), "verdict", item, pair)
-                    )
+                mine = self.answer_key(candidate, item)
+                for pair in ((mine, base), (base, mine)):
+                    found.append((self.judgement_key("verdict", *pair), "verdict", item, pair))
         return found
 
     def _prompt(self, kind: str, item: Item, keys: tuple[str, ...]) -> str:
@@ -222,7 +248,7 @@ class Eval:
         """Per candidate: quality against the baseline, calls, time, failures, points."""
         rows = {}
         for candidate in self.everyone:
-            answers = [self.ledger.answers.get(_key(candidate.name, i)) for i in self.items]
+            answers = [self.ledger.answers.get(self.answer_key(candidate, i)) for i in self.items]
             done = [a for a in answers if a is not None]
             firsts = [a["first_text"] for a in done if a["first_text"] is not None]
             row: dict[str, Any] = {
@@ -239,7 +265,7 @@ class Eval:
             scores = [self._score(candidate, i) for i in self.items if i.rubric]
             row["mean_score"] = _mean([s for s in scores if s is not None])
             if not candidate.baseline:
-                outcomes = [self._outcome(candidate, item) for item in self.items]
+                outcomes = [self.outcome(candidate, item) for item in self.items]
                 judged = [o for o in outcomes if o is not None]
                 row["judged"] = len(judged)
                 row["unclear"] = len(outcomes) - len(judged)
@@ -259,26 +285,41 @@ class Eval:
             "candidates": rows,
         }
 
+    def views(self) -> list[dict[str, Any]]:
+        """Per item, for the report: the message, and each bot's answer with its result."""
+        words = {1.0: "won", 0.5: "tied", 0.0: "lost", None: "unclear"}
+        found = []
+        for item in self.items:
+            answers = []
+            for candidate in self.everyone:
+                said = self.ledger.answers.get(self.answer_key(candidate, item)) or {}
+                result = "baseline" if candidate.baseline else words[self.outcome(candidate, item)]
+                score = self._score(candidate, item) if item.rubric else None
+                if score is not None:
+                    result += f", scored {score:g}"
+                answers.append((candidate.name, result, said.get("text", "")))
+            found.append({"message": item.message, "answers": answers})
+        return found
+
     def _score(self, candidate: Candidate, item: Item) -> float | None:
-        found = self.ledger.judgements.get(
-            _key(candidate.name, item, "score", self.judge.signature)
-        )
+        key = self.judgement_key("score", self.answer_key(candidate, item))
+        found = self.ledger.judgements.get(key)
         return found.get("score") if found else None
 
-    def _outcome(self, candidate: Candidate, item: Item) -> float | None:
+    def outcome(self, candidate: Candidate, item: Item) -> float | None:
+        """The item's result for the candidate (1 won, 0.5 tied, 0 lost), None if unjudged."""
         if item.rubric:
             return scored_outcome(self._score(candidate, item), self._score(self.baseline, item))
-        first, second = (
-            self.ledger.judgements.get(_key(candidate.name, item, order, self.judge.signature))
-            for order in ("first", "second")
-        )
+        mine, base = self.answer_key(candidate, item), self.answer_key(self.baseline, item)
+        first = self.ledger.judgements.get(self.judgement_key("verdict", mine, base))
+        second = self.ledger.judgements.get(self.judgement_key("verdict", base, mine))
         if first is None or second is None:
             return None
         return item_outcome(first.get("verdict"), second.get("verdict"))
 
 
-def _key(*parts: str | Item) -> str:
-    return "|".join(part.key if isinstance(part, Item) else part for part in parts)
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def _vars(item: Item, **answers: str) -> dict[str, Any]:
@@ -315,35 +356,32 @@ def command(
     concurrency: int,
     rate: tuple[int, float],
     out: str,
+    retry_failed: bool = False,
 ) -> int:
     """`python -m bots eval`: runs (or resumes) the eval, then writes its JSON and HTML and
     prints its table. Progress goes to stderr as a bar."""
     from . import scorecard
 
     path = Path(out)
+    source = f"dry-run {answers.signature}" if dry_run else "live"
     run = Eval(candidates, baseline, items, judge, SimulatedCaller(), Ledger(path), concurrency)
+    run.source = source
+    if retry_failed and (dropped := run.forget_failures()):
+        print(f"asking again for {_count(dropped, 'answer')} that failed")
     to_answer, worst, to_judge = run.to_do()
+    done = to_answer < len(run.everyone) * len(items) or to_judge < len(run.judgements())
     mode = "dry run: simulated bots" if dry_run else "live: calls spend your points"
     print(
         f"eval of {', '.join(c.name for c in candidates)} against {baseline.name} on "
-        f"{len(items)} items ({mode}); judge {judge.bot}\n"
-        f"{to_answer} answers (at most {worst} calls) and {to_judge} judge calls to make"
-        + (f"; the rest is done, in {path}" if path.exists() else ""),
+        f"{_count(len(items), 'item')} ({mode}); judge {judge.bot}\n"
+        f"{_count(to_answer, 'answer')} (at most {_count(worst, 'call')}) and "
+        f"{_count(to_judge, 'judge call')} to make"
+        + (f"; the rest is done, in {path}" if done else ""),
         flush=True,
     )
     asyncio.run(_run(run, answers, api_key, dry_run, rate, to_answer + to_judge))
-    shown = [
-        {
-            "message": item.message,
-            "answers": [
-                (c.name, run.ledger.answers.get(_key(c.name, item), {}).get("text", ""))
-                for c in run.everyone
-            ],
-        }
-        for item in items
-    ]
     report = path.with_suffix(".html")
-    report.write_text(scorecard.html(run.ledger.summary, shown), encoding="utf-8")
+    report.write_text(scorecard.html(run.ledger.summary, run.views()), encoding="utf-8")
     print(scorecard.table(run.ledger.summary))
     if run.failed_judgements:
         print(f"{run.failed_judgements} judge calls failed; run again to ask them again")

@@ -146,7 +146,7 @@ def explain(error: dict[str, Any], loc: Loc, parent: Any, model_for: ModelFor) -
             ]
             if guesses:
                 found += f" (did you mean {', '.join(guesses)}?)"
-        return f"a step needs exactly one of bot, parallel, route, loop, text; found {found}"
+        return f"a step needs exactly one of {', '.join(fmt.STEP_KINDS)}; found {found}"
     if kind == "control_kind":
         present = [k for k in CONTROL_MODELS if isinstance(value, dict) and k in value]
         found = " and ".join(present) if present else "none of them"

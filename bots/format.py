@@ -30,11 +30,14 @@ BOT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 POE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 """A Poe bot's handle, as in poe.com/<name>: letters, digits, '-', '_' and '.'."""
 PoeName = Annotated[str, Field(min_length=1, max_length=100, pattern=POE_NAME_PATTERN)]
-STEP_KINDS = ("bot", "parallel", "route", "loop", "text")
+STEP_KINDS = ("bot", "parallel", "route", "loop", "map", "text")
+MAX_ITEMS = 20
+"""The most items a `map` may run its steps for (its budget multiplies by max_items)."""
 
 Show = Literal["stream", "sections", "final", "hide"]
 OnError = Literal["fail", "continue"]
-Wait = Literal["all", "first"]
+Wait = Literal["all", "first"] | Annotated[int, Field(ge=1, le=20)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 class Model(BaseModel):
@@ -94,6 +97,11 @@ class CallStep(StepBase):
     timeout: Annotated[float, Field(gt=0, le=590)] | None = Field(
         default=None, description="Seconds for one try; default 120."
     )
+    repeat: Annotated[int, Field(ge=2, le=10)] | None = Field(
+        default=None,
+        description="Independent calls made at once (2 to 10); the output is the list of "
+        "their answers.",
+    )
 
     @property
     def kind(self) -> str:
@@ -116,7 +124,10 @@ class ParallelStep(StepBase):
     """Branches that run at the same time."""
 
     parallel: Annotated[list[Step], Field(min_length=1, max_length=20)]
-    wait: Wait = "all"
+    wait: Wait = Field(
+        default="all",
+        description="all; first (the first answer wins); or k: done when k branches succeed.",
+    )
 
     @property
     def kind(self) -> str:
@@ -178,6 +189,26 @@ class LoopStep(StepBase):
         return "loop"
 
 
+class MapStep(StepBase):
+    """Runs its steps once per item of a list known at run time, concurrently."""
+
+    map: str = Field(
+        description='One template expression giving a list, e.g. "{{ plan | lines }}".'
+    )
+    max_items: Annotated[int, Field(ge=1, le=MAX_ITEMS)] = Field(
+        description="The most items run (extra items are dropped); the budget counts this many."
+    )
+    as_: Name = Field(default="item", alias="as", description="The item's name in the steps.")
+    concurrency: Annotated[int, Field(ge=1, le=MAX_ITEMS)] | None = Field(
+        default=None, description="Items run at once; default all."
+    )
+    steps: Annotated[list[Step], Field(min_length=1)]
+
+    @property
+    def kind(self) -> str:
+        return "map"
+
+
 class TextStep(StepBase):
     """Emits rendered text; calls nobody."""
 
@@ -203,11 +234,12 @@ Step = Annotated[
     | Annotated[ParallelStep, Tag("parallel")]
     | Annotated[RouteStep, Tag("route")]
     | Annotated[LoopStep, Tag("loop")]
+    | Annotated[MapStep, Tag("map")]
     | Annotated[TextStep, Tag("text")],
     Discriminator(
         step_kind,
         custom_error_type="step_kind",
-        custom_error_message="a step needs exactly one of bot, parallel, route, loop, text",
+        custom_error_message="a step needs exactly one of bot, parallel, route, loop, map, text",
     ),
 ]
 
@@ -216,6 +248,7 @@ STEP_MODELS: dict[str, type[StepBase]] = {
     "parallel": ParallelStep,
     "route": RouteStep,
     "loop": LoopStep,
+    "map": MapStep,
     "text": TextStep,
 }
 
@@ -283,8 +316,10 @@ def children(step: StepBase) -> list[Sequence[StepBase]]:
         return [*step.cases.values(), *([step.default] if step.default is not None else [])]
     if isinstance(step, LoopStep):
         return [step.loop.steps]
+    if isinstance(step, MapStep):
+        return [step.steps]
     return []
 
 
-for _model in (ParallelStep, RouteStep, LoopSpec, LoopStep, BotSpec, PipelineFile):
+for _model in (ParallelStep, RouteStep, LoopSpec, LoopStep, MapStep, BotSpec, PipelineFile):
     _model.model_rebuild()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .format import CallStep, LoopStep, ParallelStep, RouteStep, StepBase, TextStep
+from .format import CallStep, LoopStep, MapStep, ParallelStep, RouteStep, StepBase, TextStep
 from .loader import BotPlan, branch_key
 
 
@@ -45,7 +45,8 @@ class _Drawing:
         if isinstance(step, CallStep):
             tries = f" x{1 + step.retries}" if step.retries else ""
             fallback = f"<br/>fallback: {', '.join(step.fallback)}" if step.fallback else ""
-            node = self.node(f"{title}{step.bot}{tries}{fallback}{suffix}")
+            repeat = f"<br/>repeat {step.repeat}x at once" if step.repeat else ""
+            node = self.node(f"{title}{step.bot}{tries}{fallback}{repeat}{suffix}")
             self.edge(sources, node, label)
             return [node]
         if isinstance(step, TextStep):
@@ -58,6 +59,13 @@ class _Drawing:
             join = self.node("join", "(({}))")
             for i, branch in enumerate(step.parallel):
                 self.edge(self.step(branch, [fork], branch_key(branch, i)), join)
+            return [join]
+        if isinstance(step, MapStep):
+            each = f"{title}map {step.map} as {step.as_}<br/>up to {step.max_items} items"
+            fork = self.node(f"{each}{suffix}", "[/{}\\]")
+            self.edge(sources, fork, label)
+            join = self.node("list of answers", "(({}))")
+            self.edge(self.sequence(step.steps, [fork], "each item"), join)
             return [join]
         if isinstance(step, RouteStep):
             decide = self.node(f"{title}route {step.route}{suffix}", "{{{}}}")

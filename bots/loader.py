@@ -25,7 +25,14 @@ from .document import Document, Loc, dotted
 from .errors import ConfigError, Problem
 from .explanations import located
 from .format import BotSpec, CallStep, ParallelStep, PipelineFile, StepBase
-from .templates import BUILTINS, LOOP_VARIABLES, Template, TemplateProblem, compile_template
+from .templates import (
+    BUILTINS,
+    LOOP_VARIABLES,
+    Template,
+    TemplateProblem,
+    compile_template,
+    expression_of,
+)
 
 DEFAULT_PATH = "pipelines.yaml"
 
@@ -221,10 +228,13 @@ class _Checker:
                 what = "a source of attachments" if step.id == "user" else "a built-in variable"
                 self.add((*loc, "id"), f"step id {step.id!r} is {what}; choose another name")
             self._seen_ids.setdefault(step.id, loc)
-        if step.show == "sections" and not isinstance(step, ParallelStep):
+        sectioned = isinstance(step, (ParallelStep, fmt.MapStep)) or (
+            isinstance(step, CallStep) and step.repeat
+        )
+        if step.show == "sections" and not sectioned:
             self.add(
                 (*loc, "show"),
-                f"'sections' is only for parallel steps; this is a "
+                f"'sections' is for parallel, map and repeat steps; this is a "
                 f"{step.kind} step, so use stream, final or hide",
             )
         visible = defined | loop_ids
@@ -249,6 +259,12 @@ class _Checker:
         elif isinstance(step, fmt.TextStep):
             self._template(step, "text", step.text, (*loc, "text"), visible)
         elif isinstance(step, ParallelStep):
+            if isinstance(step.wait, int) and step.wait > len(step.parallel):
+                self.add(
+                    (*loc, "wait"),
+                    f"wait: {step.wait} needs {step.wait} branches to succeed, but there are "
+                    f"{len(step.parallel)}; use 1 to {len(step.parallel)}, first or all",
+                )
             keys: dict[str, int] = {}
             for i, branch in enumerate(step.parallel):
                 key = branch_key(branch, i)
@@ -266,12 +282,32 @@ class _Checker:
                 after |= self._walk(case, (*loc, "cases", value), defined, loop_ids)
             if step.default is not None:
                 after |= self._walk(step.default, (*loc, "default"), defined, loop_ids)
+        elif isinstance(step, fmt.MapStep):
+            self._check_map(step, loc, visible)
+            inner = loop_ids | {step.as_, "index"}
+            self._walk(step.steps, (*loc, "steps"), defined, inner)  # its ids stay inside
         elif isinstance(step, fmt.LoopStep):
             self._check_loop_bound(step, loc)
             inner = loop_ids | LOOP_VARIABLES | set(ids_in(step.loop.steps))
             after |= self._walk(step.loop.steps, (*loc, "loop", "steps"), defined, inner)
             self._template(step, "until", step.loop.until, (*loc, "loop", "until"), after | inner)
         return after | ({step.id} if step.id else set())
+
+    def _check_map(self, step: fmt.MapStep, loc: Loc, visible: set[str]) -> None:
+        """`map` is one expression; `as` names the item without hiding another name."""
+        if expression_of(step.map) is None:
+            self.add(
+                (*loc, "map"),
+                f"got {step.map!r}: map is one template expression that gives a list, e.g. "
+                '"{{ plan | lines }}" (a text is split into its lines)',
+            )
+        self._template(step, "map", step.map, (*loc, "map"), visible)
+        taken = set(BUILTINS) | LOOP_VARIABLES | set(self._steps) | {"index"}
+        if step.as_ in taken:
+            self.add(
+                (*loc, "as"),
+                f"as: {step.as_!r} is already a name templates use; choose another, e.g. question",
+            )
 
     def _template(
         self, step: StepBase, name: str, source: str | None, loc: Loc, visible: set[str]

@@ -126,7 +126,8 @@ HTML = _ENV.from_string((Path(__file__).parent / "scorecard.html").read_text(enc
 
 
 def html(summary: dict[str, Any], items: list[dict[str, Any]]) -> str:
-    """The self-contained report. `items`: each with `message` and `answers` [(bot, text)]."""
+    """The self-contained report. `items`: each with `message` and `answers`, a list of
+    (bot, its result on the item, its answer)."""
     return HTML.render(
         summary=summary,
         names=", ".join(summary["candidates"]),

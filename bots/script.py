@@ -16,6 +16,8 @@ scripted keep echoing their prompt (`simulator`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import mimetypes
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -96,6 +98,13 @@ class Script:
     answers: dict[str, list[Answer]] = field(default_factory=dict)
     folder: Path = field(default_factory=Path)
     used: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def signature(self) -> str:
+        """A short digest of the answers (an eval keeps each script's answers apart)."""
+        data = {key: [a.model_dump() for a in answers] for key, answers in self.answers.items()}
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        return digest[:8]
 
     def merged(self, other: Script) -> Script:
         """This script with `other`'s keys added or replaced (a case's over its file's)."""

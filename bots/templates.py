@@ -8,7 +8,8 @@ errors; the loader also refuses private attribute access before anything is serv
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,19 +144,43 @@ def compile_template(source: str) -> Compiled:
         raise TemplateProblem(f"template does not compile: {e.message}") from e
 
 
+_EXPRESSION = re.compile(r"^\s*\{\{(?P<expression>.*)\}\}\s*$", re.DOTALL)
+
+
+def expression_of(source: str) -> str | None:
+    """The expression of a template that is exactly one `{{ expression }}`, else None."""
+    found = _EXPRESSION.match(source)
+    if found is None or any(mark in found["expression"] for mark in ("{{", "}}", "{%", "%}")):
+        return None
+    return found["expression"]
+
+
 class Template:
     """A compiled template with the place it came from (for run-time error messages)."""
 
-    __slots__ = ("_template", "source", "where")
+    __slots__ = ("_expression", "_template", "source", "where")
 
     def __init__(self, source: str, where: str) -> None:
         self._template = compile_template(source).template
+        expression = expression_of(source)
+        self._expression = ENV.compile_expression(expression) if expression else None
         self.source = source
         self.where = where
 
     def render(self, variables: Mapping[str, Any]) -> str:
+        return str(self._evaluate(lambda: self._template.render(variables)))
+
+    def value(self, variables: Mapping[str, Any]) -> Any:
+        """What a one-expression template (`{{ plan | lines }}`) evaluates to, not only its
+        text: a list stays a list. Other templates give their text."""
+        if self._expression is None:
+            return self.render(variables)
+        expression = self._expression
+        return self._evaluate(lambda: expression(**variables))
+
+    def _evaluate(self, run: Callable[[], Any]) -> Any:
         try:
-            text = self._template.render(variables)
+            return run()
         except jinja2.TemplateError as e:
             raise StepFailed(
                 f"the template at {self.where} failed: {e}",
@@ -166,7 +191,6 @@ class Template:
                 f"the template at {self.where} failed: {type(e).__name__}: {e}",
                 log_reason=f"the template at {self.where} failed ({type(e).__name__})",
             ) from e
-        return text
 
     def is_true(self, variables: Mapping[str, Any]) -> bool:
         return truthy(self.render(variables))

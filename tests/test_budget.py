@@ -27,16 +27,18 @@ CONTROLS = [{"slider": "rounds", "label": "Rounds", "min": 0, "max": SLIDER_MAX,
 
 def steps_strategy(depth: int) -> st.SearchStrategy[list[dict[str, Any]]]:
     call = st.builds(
-        lambda bot, retries, fallback, when: {
+        lambda bot, retries, fallback, when, repeat: {
             "bot": bot,
             "retries": retries,
             "fallback": fallback,
             **({"when": "{{ message }}"} if when else {}),
+            **({"repeat": repeat} if repeat else {}),
         },
         st.sampled_from(BOTS),
         st.integers(0, 2),
         st.lists(st.sampled_from(BOTS), max_size=2),
         st.booleans(),
+        st.one_of(st.none(), st.integers(2, 3)),
     )
     text = st.just({"text": "hi"})
     if depth == 0:
@@ -44,9 +46,17 @@ def steps_strategy(depth: int) -> st.SearchStrategy[list[dict[str, Any]]]:
         return st.lists(leaf, min_size=1, max_size=3)
     inner = steps_strategy(depth - 1)
     parallel = st.builds(
-        lambda branches, wait: {"parallel": [dict(b) for b in branches], "wait": wait},
+        lambda branches, wait: {
+            "parallel": [dict(b) for b in branches],
+            "wait": wait if isinstance(wait, str) else min(wait, len(branches)),
+        },
         st.lists(st.one_of(call, text), min_size=1, max_size=3),
-        st.sampled_from(["all", "first"]),
+        st.sampled_from(["all", "first", 1, 2]),
+    )
+    mapped = st.builds(
+        lambda most, body: {"map": "{{ message | lines }}", "max_items": most, "steps": body},
+        st.integers(1, 3),
+        inner,
     )
     route = st.builds(
         lambda cases, default: {
@@ -62,7 +72,7 @@ def steps_strategy(depth: int) -> st.SearchStrategy[list[dict[str, Any]]]:
         st.one_of(st.integers(1, 3), st.just(SLIDER_BOUND)),
         inner,
     )
-    return st.lists(st.one_of(call, text, parallel, route, loop), min_size=1, max_size=3)
+    return st.lists(st.one_of(call, text, parallel, route, loop, mapped), min_size=1, max_size=3)
 
 
 def name_branches(steps: list[dict[str, Any]], counter: itertools.count[int]) -> None:
@@ -75,6 +85,7 @@ def name_branches(steps: list[dict[str, Any]], counter: itertools.count[int]) ->
             *step.get("cases", {}).values(),
             step.get("default") or [],
             step.get("loop", {}).get("steps", []),
+            step.get("steps", []),  # a map's
         ]:
             name_branches(inner, counter)
 
@@ -85,8 +96,13 @@ def paths(steps: list[dict[str, Any]]) -> list[Counter[str]]:
     runs: list[Counter[str]] = [Counter()]
     for step in steps:
         options = step_paths(step)
-        runs = [a + b for a, b in itertools.product(runs, options)]
+        runs = distinct([a + b for a, b in itertools.product(runs, options)])
     return runs
+
+
+def distinct(runs: list[Counter[str]]) -> list[Counter[str]]:
+    """The runs, each different count once (the search stays small; the maximum is kept)."""
+    return [Counter(dict(k)) for k in {frozenset(run.items()): None for run in runs}]
 
 
 def step_paths(step: dict[str, Any]) -> list[Counter[str]]:
@@ -94,7 +110,7 @@ def step_paths(step: dict[str, Any]) -> list[Counter[str]]:
         tries = 1 + step["retries"]
         calls: Counter[str] = Counter()
         for bot in [step["bot"], *step["fallback"]]:
-            calls[bot] += tries
+            calls[bot] += tries * step.get("repeat", 1)
         return [calls]
     if "text" in step:
         return [Counter()]
@@ -104,11 +120,13 @@ def step_paths(step: dict[str, Any]) -> list[Counter[str]]:
         options = [run for case in step["cases"].values() for run in paths(case)]
         options += paths(step["default"]) if "default" in step else [Counter()]
         return options
-    body = paths(step["loop"]["steps"])
+    if "map" in step:  # every item may take any path of the body
+        body, rounds = paths(step["steps"]), step["max_items"]
+    else:
+        body, rounds = paths(step["loop"]["steps"]), step["loop"]["max"]
     runs: list[Counter[str]] = [Counter()]
-    rounds = step["loop"]["max"]
     for _ in range(SLIDER_MAX if rounds == SLIDER_BOUND else rounds):
-        runs = [a + b for a, b in itertools.product(runs, body)]
+        runs = distinct([a + b for a, b in itertools.product(runs, body)])
     return runs
 
 
@@ -165,7 +183,8 @@ def with_timeouts(steps: list[dict[str, Any]]) -> None:
         if "bot" in step:
             step["timeout"] = 0.15
         for inner in [*step.get("cases", {}).values(), step.get("default") or [],
-                      step.get("loop", {}).get("steps", []), step.get("parallel", [])]:  # fmt: skip
+                      step.get("loop", {}).get("steps", []), step.get("parallel", []),
+                      step.get("steps", [])]:  # fmt: skip
             with_timeouts(inner)
 
 

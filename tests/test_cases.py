@@ -71,7 +71,7 @@ async def test_wrong_expectations_fail_with_what_was_expected_and_what_happened(
               reply_not_contains: [reversed]
               reply_matches: "^Nope"
               ran: [topic]
-              skipped: [topic]
+              skipped: ["steps[1]"]
               failed: [topic]
               error: boom
               files: 2
@@ -93,7 +93,7 @@ async def test_wrong_expectations_fail_with_what_was_expected_and_what_happened(
         "called: expected GPT-5 once, called 0 times",
         "not_called: Claude-Sonnet-4.5 was called once",
         "route steps[1]: expected math, took code",
-        "skipped: topic ran",
+        "skipped: steps[1] ran",
         "failed: topic did not fail",
         "error: expected a failure note containing 'boom'; it finished without one",
         "files: expected 2 shown, the reply showed 0",
@@ -128,10 +128,10 @@ async def test_a_bad_cases_file_exits_2_with_each_mistake_at_its_line(tmp_path: 
         f"{path}:5:5: cases[1].name: the name 'one' is taken by case 1",
         f"{path}:7:5: cases[1].params: aspect: no control has that name; the controls: none",
         f"{path}:8:15: cases[1].answers.topc: 'topc' is neither a step id",
-        f"{path}:9:14: cases[1].expect.called: /router never calls 'GPT-4'",
+        f"{path}:9:23: cases[1].expect.called.GPT-4: /router never calls 'GPT-4'",
         "cases[1].expect.route.steps[1]: 'cod' is not a case of steps[1]; its cases: code, math",
         "cases[1].expect.calls: /router makes at most 2 calls (its worst case), not 9",
-        "cases[1].expect.ran: /router has no step 'nope' (ids: topic; or a place: steps[0])",
+        f"{path}:9:76: cases[1].expect.ran[0]: /router has no step 'nope' (ids: topic; or a",
         f"{path}: 8 problems found",
     ]:
         assert message in err, message

@@ -26,7 +26,8 @@ def test_validate_prints_each_bots_worst_case_against_the_budget() -> None:
         "Claude-Opus-4.1", "x1", "total", "5/10",
     ]  # fmt: skip
     assert {line.split()[0] for line in lines} == {
-        "council", "router", "refiner", "race", "illustrator", "animator", "critic",
+        "council", "router", "refiner", "race", "illustrator", "animator", "critic", "research",
+        "solver",
     }  # fmt: skip
 
 

@@ -302,3 +302,31 @@ async def test_bad_eval_commands_say_what_to_fix(tmp_path: Path) -> None:
                 standin, *args, "--config", config, "--dataset", items, "--out", out
             )
             assert code == 2 and message in err, (args, err)
+
+
+async def test_runs_keep_apart_and_failed_answers_can_be_asked_again(tmp_path: Path) -> None:
+    config, items, out = files(tmp_path)
+    base = ("great", "--judge", "Judge-Bot", "--config", config, "--dataset", items, "--out", out)
+    code, _, err = await asyncio.to_thread(_dry_eval, config, items, out)
+    assert code == 0, err
+    async with StandIn(behaviors()) as standin:
+        standin.add_api_key(KEY)
+        standin.bots["Great-Model"].behavior = Behavior(http_status=500)
+        code, stdout, err = await run_eval(standin, *base, "--baseline", "Plain-Model")
+        assert code == 0, err  # a live run reads nothing of the dry run's: it answers anew
+        assert "10 answers (at most 10 calls) and 10 judge calls to make\n" in stdout
+        assert saved(out)["summary"]["candidates"]["great"]["failures"] == 5
+        standin.bots["Great-Model"].behavior = answer_of("Great-Model")
+        before = len(standin.requests)
+        code, stdout, err = await run_eval(
+            standin, *base, "--baseline", "Plain-Model", "--retry-failed"
+        )
+        assert code == 0, err
+        assert "asking again for 5 answers that failed" in stdout
+        assert len(standin.requests) - before == 5 + 9  # the failed answers, and their verdicts
+        assert saved(out)["summary"]["candidates"]["great"]["win_rate"] == pytest.approx(0.9)
+        before = len(standin.requests)
+        code, stdout, err = await run_eval(standin, *base, "--baseline", "Poor-Model")
+        assert code == 0, err  # another baseline: its answers, and every verdict, are new
+        assert len(standin.requests) - before == 5 + 9
+        assert saved(out)["summary"]["candidates"]["great"]["win_rate"] == pytest.approx(0.9)

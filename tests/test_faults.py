@@ -4,6 +4,7 @@ next message."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pytest
@@ -129,3 +130,20 @@ async def test_ten_megabytes_from_a_dependency_are_cut_to_poes_limit() -> None:
         assert reply.text.startswith("x" * 1000) and reply.text.endswith(TRUNCATED)
         assert sum(len(d) for d in reply.data) <= 100_000  # metadata stays within its cap
         assert (await s.ask("healthy")).text == "backup ok"
+
+
+async def test_timeouts_that_coincide_with_a_failing_sibling_still_close_every_stream() -> None:
+    """Three branches whose tries time out at the same moment: the first to give up fails
+    the step and cancels the others while they are closing their own streams. Each must
+    still close its upstream connection (a second cancellation once landed inside the HTTP
+    client's clean-up and left one open, about one run in ten)."""
+    branch = {"bot": "Hang", "retries": 1, "timeout": 0.15}
+    yaml = json.dumps({"version": 1, "bots": {"x": {"steps": [
+        {"parallel": [dict(branch, id=f"b{i}") for i in range(3)], "on_error": "continue"}
+    ]}}})  # fmt: skip
+    for _ in range(12):
+        async with serve_pipelines(yaml, {"Hang": Behavior(hang_at=0)}) as s:
+            reply = await s.ask("x")
+            assert reply.done
+            await s.standin.wait_until_idle(timeout=3)
+            assert s.standin.open_streams == 0

@@ -329,7 +329,7 @@ def test_private_attribute_tricks_are_refused() -> None:
 
 def test_sections_on_a_step_that_is_not_parallel() -> None:
     message = one_problem("version: 1\nbots:\n  x:\n    steps:\n      - {bot: A, show: sections}\n")
-    assert message.startswith("p.yaml:5:18: bots.x.steps[0].show: 'sections' is only for parallel")
+    assert message.startswith("p.yaml:5:18: bots.x.steps[0].show: 'sections' is for parallel, map")
 
 
 @pytest.mark.parametrize(
