@@ -68,8 +68,13 @@ class Ledger:
         if path.exists():
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                data = {}  # unreadable: start again (it is rewritten at the first result)
+            except (OSError, ValueError) as e:  # never overwritten: it may hold paid answers
+                raise ValueError(
+                    f"{path} cannot be read as an eval's results ({e}); move it, or name "
+                    "another file with --out"
+                ) from None
+            if not isinstance(data, dict) or data.get("version") != 1:
+                raise ValueError(f"{path} is not an eval's results; name another with --out")
         self.answers: dict[str, dict[str, Any]] = dict(data.get("answers") or {})
         self.judgements: dict[str, dict[str, Any]] = dict(data.get("judgements") or {})
         self.points: dict[str, int] = dict(data.get("points") or {})
@@ -364,7 +369,12 @@ def command(
 
     path = Path(out)
     source = f"dry-run {answers.signature}" if dry_run else "live"
-    run = Eval(candidates, baseline, items, judge, SimulatedCaller(), Ledger(path), concurrency)
+    try:
+        ledger = Ledger(path)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run = Eval(candidates, baseline, items, judge, SimulatedCaller(), ledger, concurrency)
     run.source = source
     if retry_failed and (dropped := run.forget_failures()):
         print(f"asking again for {_count(dropped, 'answer')} that failed")

@@ -243,3 +243,32 @@ def test_items_of_a_map_read_as_lists_texts_or_mappings() -> None:
     assert items_of({"k": "v"}) == ["v"]
     with pytest.raises(ValueError, match="expected a list, a text or a mapping"):
         items_of(3)
+
+
+async def test_the_shipped_research_and_solver_bots_run_end_to_end() -> None:
+    from tests.conftest import ROOT
+
+    shipped = (ROOT / "pipelines.yaml").read_text()
+    behaviors = {
+        "GPT-5-mini": Behavior(
+            reply=lambda r: "Why A?\nWhy B?" if "sub-questions" in r.query[-1].content else (
+                "Working...\nANSWER: 42" if "Solve this" in r.query[-1].content
+                else "**42**, because it is."
+            )
+        ),
+        "Claude-Sonnet-4.5": Behavior(reply=lambda r: "finding for " + r.query[-1].content[:30]),
+        "Claude-Opus-4.1": Behavior(echo=True),
+    }  # fmt: skip
+    async with serve_pipelines(shipped, behaviors) as s:
+        research = await s.ask("research", "Why is the sky blue?")
+        solver = await s.ask("solver", "What is 6 * 7?")
+        assert not s.standin.refused  # within what each bot declared to Poe
+    assert research.done and not research.errors
+    assert "### Why A?" in research.text and "### Why B?" in research.text
+    written = json.loads(research.text.split("---\n\n")[-1])["last"]  # the write-up's prompt
+    assert "[1] Why A?\nfinding for Answer briefly and precisely" in written
+    assert solver.done and solver.text == "**42**, because it is."
+    solved = [r for r in s.requests_to("GPT-5-mini") if "Solve this" in r["query"][-1]["content"]]
+    assert len(solved) == 5
+    explained = s.requests_to("GPT-5-mini")[-1]["query"][-1]["content"]
+    assert "reached this final answer: ANSWER: 42" in explained

@@ -302,6 +302,14 @@ async def test_bad_eval_commands_say_what_to_fix(tmp_path: Path) -> None:
                 standin, *args, "--config", config, "--dataset", items, "--out", out
             )
             assert code == 2 and message in err, (args, err)
+        await asyncio.to_thread(Path(out).write_text, "my notes, not results")
+        code, _, err = await run_eval(
+            standin, "great", "--baseline", "GPT-5", "--dry-run", "--config", config,
+            "--dataset", items, "--out", out,
+        )  # fmt: skip
+        assert code == 2 and "cannot be read as an eval's results" in err
+        kept = await asyncio.to_thread(Path(out).read_text)
+        assert kept == "my notes, not results"  # never overwritten
 
 
 async def test_runs_keep_apart_and_failed_answers_can_be_asked_again(tmp_path: Path) -> None:
