@@ -23,6 +23,7 @@ from .document import Loc, dotted
 from .engine import NO_CASE
 from .errors import ConfigError, Problem
 from .explanations import validated
+from .filters import shorten
 from .format import CallStep, RouteStep, StepBase
 from .loader import BotPlan, Config, walk
 from .reply import Pacing
@@ -272,7 +273,7 @@ async def run(suite: Suite, config: Config, case: Case, line: int) -> Result:
 
 def _unmet(expect: Expect, plan: BotPlan, said: transcript.Transcript) -> Iterator[str]:
     """Each expectation that did not hold: what was expected, and what happened."""
-    reply = _quoted(said.text)
+    reply = repr(shorten(said.text, 160))
     for text in expect.reply_contains:
         if text not in said.text:
             yield f"reply_contains: {text!r} is not in the reply, which is {reply}"
@@ -328,11 +329,6 @@ def _outcomes(said: transcript.Transcript) -> dict[str, set[str]]:
         if entry.kind not in ("wait", "round", "param", "sample"):
             found.setdefault(entry.path.split("#")[0], set()).add(entry.outcome)
     return found
-
-
-def _quoted(text: str, width: int = 160) -> str:
-    flat = " ".join(text.split())
-    return repr(flat if len(flat) <= width else flat[: width - 1] + "…")
 
 
 def _times(count: int) -> str:

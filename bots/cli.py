@@ -13,16 +13,22 @@ from . import loader
 from .errors import ConfigError
 from .format import POE_NAME_PATTERN, PipelineFile
 from .graph import mermaid
+from .throttle import POE_API_RATE
 
 
-def _load_or_exit(path: str) -> loader.Config:
+def _report(error: ConfigError, path: str) -> None:
+    """Every mistake of a file at its FILE:LINE:COL, then how many."""
+    print(error, file=sys.stderr)
+    count = len(error.problems)
+    print(f"{path}: {count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
+
+
+def _load_or_exit(path: str, status: int = 1) -> loader.Config:
     try:
         return loader.load(path)
     except ConfigError as e:
-        print(e, file=sys.stderr)
-        count = len(e.problems)
-        print(f"{path}: {count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
-        raise SystemExit(1) from None
+        _report(e, path)
+        raise SystemExit(status) from None
 
 
 def budget_table(config: loader.Config) -> str:
@@ -131,11 +137,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     from . import cases
 
-    try:
-        config = loader.load(args.config)
-    except ConfigError as e:
-        print(e, file=sys.stderr)
-        return 2
+    config = _load_or_exit(args.config, status=2)
     if args.cases == cases.DEFAULT_PATH and not Path(args.cases).exists():
         print(
             f"no {cases.DEFAULT_PATH} here: write your cases in it (see the README), or name "
@@ -146,9 +148,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     try:
         suite = cases.read(args.cases, config)
     except ConfigError as e:
-        print(e, file=sys.stderr)
-        count = len(e.problems)
-        print(f"{args.cases}: {count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
+        _report(e, args.cases)
         return 2
     return asyncio.run(cases.run_all(suite, config, args.k, sys.stdout))
 
@@ -286,7 +286,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--concurrency", type=int, default=4, help="answers at once (default 4)")
     ev.add_argument(
         "--rate",
-        default="500/60",
+        default="{}/{:g}".format(*POE_API_RATE),
         metavar="REQUESTS/SECONDS",
         help="the most requests in any window of SECONDS (default Poe's 500/60)",
     )

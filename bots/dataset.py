@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
@@ -22,7 +21,7 @@ from pydantic import (
 
 from .document import Loc
 from .errors import ConfigError, Problem
-from .explanations import located, validated
+from .explanations import located, read_source, validated
 
 
 def _as_item(value: Any) -> Any:
@@ -77,11 +76,7 @@ def read(path: str) -> list[Item]:
 
 
 def _read_jsonl(path: str) -> list[Item]:
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ConfigError([Problem(path, 1, 1, "", f"cannot read the file: {reason}")]) from e
+    lines = read_source(path).splitlines()
     items: list[Item] = []
     where: list[tuple[int, int]] = []
     problems: list[Problem] = []

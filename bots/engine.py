@@ -22,6 +22,7 @@ from . import branches, controls, conversation
 from .calls import DEFAULT_CALL_TIMEOUT, Calls, TraceEntry, counting
 from .client import Caller
 from .errors import RunError, StepFailed
+from .filters import shorten
 from .format import CallStep, LoopStep, MapStep, ParallelStep, RouteStep, StepBase, TextStep
 from .loader import BotPlan, ids_in
 from .reply import Reply
@@ -170,7 +171,7 @@ class Run:
         case = step.cases[key] if key is not None else step.default
         name = key if key is not None else ("default" if case is not None else NO_CASE)
         self.routes.setdefault(step.path, []).append(name)
-        entry.detail = f"compared {_shown(chosen)}: took {name}"
+        entry.detail = f"compared {shorten(chosen, 60)!r}: took {name}"
         if case is None:
             log.info("bot %s: %s: no case matched and there is no default", self.plan.id, step.path)
             return ""
@@ -227,9 +228,3 @@ def _match(value: str, cases: dict[str, list[Any]]) -> str | None:
 
     wanted = norm(value)
     return next((key for key in cases if norm(key) == wanted), None)
-
-
-def _shown(value: str, width: int = 60) -> str:
-    """A compared value, quoted and shortened to one line for the trace."""
-    flat = " ".join(value.split())
-    return repr(flat if len(flat) <= width else flat[: width - 1] + "…")

@@ -77,18 +77,22 @@ def located(
         yield inner, explain(dict(each), (*base, *inner), parent, model_for or _model_for)
 
 
+def read_source(name: str) -> str:
+    """A file a creator wrote, as text; ConfigError at FILE:1:1 when it cannot be read."""
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError([Problem(name, 1, 1, "", f"cannot read the file: {reason}")]) from e
+
+
 def validated(
     name: str, model: type[M], model_for: ModelFor, *, wrap: str | None = None
 ) -> tuple[M, Document]:
     """A YAML file validated as `model`, and the document (where each key stands); raises
     ConfigError with every problem at FILE:LINE:COL. With `wrap`, a file that is a list is
     read as the mapping {wrap: the list}."""
-    try:
-        text = Path(name).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ConfigError([Problem(name, 1, 1, "", f"cannot read the file: {reason}")]) from e
-    document = Document(text)
+    document = Document(read_source(name))
     data = document.data
     wrapped = wrap is not None and isinstance(data, list)
     if wrapped:

@@ -23,7 +23,7 @@ from .budget import Cost, sequence_cost
 from .controls import Labeled, SectionControl, SliderControl, control_kind
 from .document import Document, Loc, dotted
 from .errors import ConfigError, Problem
-from .explanations import located
+from .explanations import located, read_source
 from .format import BotSpec, CallStep, ParallelStep, PipelineFile, StepBase
 from .templates import (
     BUILTINS,
@@ -69,12 +69,7 @@ class Config:
 def load(path: str | Path = DEFAULT_PATH) -> Config:
     """Reads and validates a pipelines file; raises ConfigError listing every mistake."""
     name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ConfigError([Problem(name, 1, 1, "", f"cannot read the file: {reason}")]) from e
-    return parse(text, name)
+    return parse(read_source(name), name)
 
 
 def parse(text: str, name: str = DEFAULT_PATH) -> Config:

@@ -31,7 +31,6 @@ class Throttle:
         self.window = window * 1.05 + 0.1
         self._times: deque[float] = deque()
         self._lock = asyncio.Lock()
-        self.waited = 0.0  # seconds spent waiting, in all
 
     async def admit(self) -> None:
         async with self._lock:  # one waiter at a time: admissions keep their order
@@ -43,9 +42,7 @@ class Throttle:
                 if len(self._times) < self.limit:
                     self._times.append(now)
                     return
-                wait = self._times[0] + self.window - now
-                self.waited += wait
-                await asyncio.sleep(wait)
+                await asyncio.sleep(self._times[0] + self.window - now)
 
 
 def parse_rate(text: str) -> tuple[int, float]:
