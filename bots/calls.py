@@ -156,7 +156,7 @@ class Calls:
                     entry.calls += 1
                 tried.append(bot)
                 try:
-                    with self._asking(bot):
+                    with self._asking(step, bot):
                         text, produced = await self._try(request, bot, step, part, timeout)
                 except CallFailed as e:
                     failures.append(e)
@@ -196,23 +196,26 @@ class Calls:
         remaining = self.deadline - asyncio.get_running_loop().time()
         seconds = max(0.0, min(seconds, cap, remaining - 1.0))
         how = "as Poe's headers asked" if asked is not None else "backing off"
-        label = f"{bot} (rate limited: trying again in {seconds:.0f} s)"
         entry = TraceEntry(step.path, "wait", bot, seconds, 0, f"HTTP 429: waited {how}")
         self.trace.append(entry)
-        with self._asking(label):
+        with self._asking(step, f"{bot} (rate limited: trying again in {seconds:.0f} s)"):
             await asyncio.sleep(seconds)
 
     @contextlib.contextmanager
-    def _asking(self, label: str) -> Iterator[None]:
-        """Names what the reply waits for in its progress line, while it waits."""
-        self.reply.asking[label] += 1
+    def _asking(self, step: StepBase, label: str) -> Iterator[None]:
+        """Names what the reply waits for in its progress line, while it waits: the step's
+        own wording (`waiting`) if it has one, else `label` (the bot, by name)."""
+        wording = self.plan.wording.get(step.path)
+        named = self.reply.asking if wording is None else self.reply.saying
+        label = wording or label
+        named[label] += 1
         self.reply.touch()
         try:
             yield
         finally:
-            self.reply.asking[label] -= 1
-            if self.reply.asking[label] <= 0:
-                del self.reply.asking[label]
+            named[label] -= 1
+            if named[label] <= 0:
+                del named[label]
             self.reply.touch()
 
     async def _try(

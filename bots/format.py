@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -40,6 +41,19 @@ Wait = Literal["all", "first"] | Annotated[int, Field(ge=1, le=20)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
+def _one_line(text: str) -> str:
+    if "\n" in text or not text.strip():
+        raise ValueError("expected one line of text (no line breaks), e.g. 'Thinking it over…'")
+    return text
+
+
+Wording = Annotated[str, Field(max_length=120), AfterValidator(_one_line)]
+WAITING_HELP = (
+    "What the progress line says while this step's calls (or the bot's) run and nothing is "
+    "shown yet, instead of 'Waiting for <bot names>…'; one line. An inner step's wins."
+)
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -55,6 +69,7 @@ class StepBase(Model):
     )
     when: str | None = Field(default=None, description="Template; the step is skipped unless true.")
     on_error: OnError = Field(default="fail", description="fail (default) or continue.")
+    waiting: Wording | None = Field(default=None, description=WAITING_HELP)
 
     # Where the step stands in the file (e.g. "steps[1].parallel[0]"); set by the loader and
     # used as the step's stable key in traces and reply metadata.
@@ -274,6 +289,7 @@ class BotSpec(Model):
     controls: list[Control] = Field(
         default_factory=list, description="Poe's parameter controls: the knobs in its chat UI."
     )
+    waiting: Wording | None = Field(default=None, description=WAITING_HELP)
     steps: Annotated[list[Step], Field(min_length=1)]
 
 
@@ -306,6 +322,19 @@ def within(path: str, ancestor: str) -> bool:
     """Whether the step at `path` is the step at `ancestor` or nested in it
     ("steps[1].parallel[0]" is within "steps[1]"; "steps[10]" is not)."""
     return path == ancestor or path.startswith((ancestor + ".", ancestor + "["))
+
+
+def wordings(steps: Sequence[StepBase], inherited: str | None = None) -> dict[str, str]:
+    """Each call step's progress-line wording (`waiting`: its own, else the innermost step's
+    around it, else `inherited`), by path; calls with none are left out."""
+    found: dict[str, str] = {}
+    for step in steps:
+        own = step.waiting or inherited
+        if isinstance(step, CallStep) and own:
+            found[step.path] = own
+        for inner in children(step):
+            found |= wordings(inner, own)
+    return found
 
 
 def children(step: StepBase) -> list[Sequence[StepBase]]:

@@ -11,7 +11,7 @@ import difflib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,8 @@ class BotPlan:
     cost: Cost
     # the paths of the call steps whose files a later step uses (for the dry run)
     file_calls: frozenset[str] = frozenset()
+    # the progress line's wording for each call step that has one (`waiting`), by path
+    wording: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def dependencies(self) -> dict[str, int]:
@@ -194,7 +196,8 @@ class _Checker:
         spec = spec.model_copy(update={"steps": valid})
         used = [self._steps[i] for i in self._file_uses if i in self._steps]
         file_calls = frozenset(step.path for step in walk(used) if isinstance(step, CallStep))
-        return BotPlan(bot_id, spec, sequence_cost(valid), file_calls)
+        wording = fmt.wordings(valid, spec.waiting)
+        return BotPlan(bot_id, spec, sequence_cost(valid), file_calls, wording)
 
     def _walk(
         self, steps: Sequence[StepBase | None], loc: Loc, defined: set[str], loop_ids: set[str]

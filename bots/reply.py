@@ -48,6 +48,8 @@ NO_ANSWER = "_(The pipeline finished without a visible answer.)_"
 POE_EXPLAINS = frozenset({"insufficient_fund", "user_message_too_long"})
 """Error types Poe explains to the user itself: no note repeats them. (Poe shows an error
 event's text to nobody; for other types the note says why.)"""
+IDLE = "_Waiting for the pipeline…_"
+"""The progress line before any call has started."""
 NOTE_CAP = 600
 """Longest error note at the end of a reply (characters); it fits the ending's reserve."""
 
@@ -130,7 +132,12 @@ class Reply:
         self.pacing = pacing or Pacing()
         self.parts: list[Part] = []
         self.files: list[fp.Attachment] = []  # files to send before the next text
-        self.asking: Counter[str] = Counter()  # what the reply waits for now (for the status)
+        # what the reply waits for now, for the progress line: bots by name, and the
+        # creator's own wording (`waiting`) for the calls that have one
+        self.asking: Counter[str] = Counter()
+        self.saying: Counter[str] = Counter()
+        self._status = ""  # the progress line shown last
+        self._statuses: set[str] = {IDLE}  # and every one shown
         # makes the reply's metadata from the text the user was finally shown
         self.metadata: Callable[[str], str] | None = None
         self.error: str | None = None  # why the pipeline failed, shown once
@@ -199,12 +206,20 @@ class Reply:
         return text
 
     def _status_line(self) -> str:
-        names = ", ".join(self.asking) if self.asking else "the pipeline"
-        return f"_Waiting for {names}…_"
+        """What runs now, while nothing is shown: every bot being asked, by name, and the
+        creator's wording for calls that have one."""
+        said = list(self.saying)
+        if self.asking:
+            said.append(f"Waiting for {', '.join(self.asking)}…")
+        if not said:  # between two calls the last line stays, rather than flicker
+            return self._status or IDLE
+        self._status = f"_{' · '.join(said)}_"
+        self._statuses.add(self._status)
+        return self._status
 
     def is_status(self, text: str) -> bool:
         """Whether `text` is (only) a progress line this reply showed while nothing else was."""
-        return text.startswith("_Waiting for ") and text.endswith("…_") and "\n" not in text
+        return text in self._statuses
 
     # --- the event stream ------------------------------------------------------------------
 

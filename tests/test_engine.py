@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
+from bots.reply import Pacing
 from tests.conftest import serve_pipelines
-from tests.standin import Behavior
+from tests.standin import Behavior, Reply
 
 
 def echoed(text: str) -> dict:
@@ -405,3 +406,58 @@ async def test_calls_never_exceed_the_declared_dependencies() -> None:
         declared = s.config.bots["busy"].dependencies
         for calls in s.standin.calls.values():
             assert all(calls[bot] <= declared[bot] for bot in calls)
+
+
+def _progress_lines(reply: Reply) -> list[str]:
+    """The progress lines the user saw, in order (each shown while nothing else was)."""
+    lines = []
+    for name, data in reply.events:
+        text = data.get("text", "") if name in ("text", "replace_response") else ""
+        if text.startswith("_") and text.endswith("…_") and text not in lines[-1:]:
+            lines.append(text)
+    return lines
+
+
+QUICK_STATUS = Pacing(status_delay=0.05)
+
+
+async def test_progress_line_names_every_bot_of_a_fan_out_then_follows_the_sequence() -> None:
+    yaml = """\
+        version: 1
+        bots:
+          busy:
+            steps:
+              - id: drafts
+                parallel: [{bot: Alpha}, {bot: Beta}, {bot: Gamma}]
+              - {id: check, bot: Checker, prompt: "{{ drafts }}"}
+              - text: "checked: {{ check }}"
+    """
+    slow = Behavior(text="ok", first_token_delay=0.8)
+    behaviors = {"Alpha": slow, "Beta": slow, "Gamma": slow, "Checker": slow}
+    async with serve_pipelines(yaml, behaviors, pacing=QUICK_STATUS) as s:
+        reply = await s.ask("busy")
+    lines = _progress_lines(reply)
+    assert reply.text == "checked: ok"
+    first = lines[0]
+    assert all(name in first for name in ("Alpha", "Beta", "Gamma")), lines
+    assert lines[-1] == "_Waiting for Checker…_", lines
+
+
+async def test_progress_line_says_the_creators_wording_instead_of_bot_names() -> None:
+    yaml = """\
+        version: 1
+        bots:
+          discreet:
+            waiting: Consulting the council…
+            steps:
+              - id: drafts
+                parallel: [{bot: Alpha}, {bot: Beta}]
+              - {id: check, bot: Checker, prompt: "{{ drafts }}", waiting: Checking the facts…}
+              - text: "checked: {{ check }}"
+    """
+    slow = Behavior(text="ok", first_token_delay=0.8)
+    behaviors = {"Alpha": slow, "Beta": slow, "Checker": slow}
+    async with serve_pipelines(yaml, behaviors, pacing=QUICK_STATUS) as s:
+        reply = await s.ask("discreet")
+    assert _progress_lines(reply) == ["_Consulting the council…_", "_Checking the facts…_"]
+    assert reply.text == "checked: ok"

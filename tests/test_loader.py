@@ -426,3 +426,21 @@ def test_loop_steps_may_read_their_own_outputs_from_the_last_iteration() -> None
 def test_step_ids_must_be_template_variable_names() -> None:
     message = one_problem("version: 1\nbots:\n  x:\n    steps:\n      - {id: my-step, bot: A}\n")
     assert message.startswith("p.yaml:5:10: bots.x.steps[0].id: step id 'my-step' may use only")
+
+
+def test_waiting_wording_is_one_line_and_inner_steps_win() -> None:
+    message = one_problem(
+        'version: 1\nbots:\n  x:\n    steps:\n      - {bot: A, waiting: "two\\nlines"}\n'
+    )
+    assert message.startswith("p.yaml:5:18: bots.x.steps[0].waiting: expected one line of text")
+    config = loader.parse(
+        "version: 1\nbots:\n  x:\n    waiting: Thinking…\n    steps:\n"
+        "      - parallel: [{bot: A}, {bot: B, waiting: Checking…}]\n"
+        "        waiting: Asking around…\n      - {bot: C}\n",
+        "p.yaml",
+    )
+    assert config.bots["x"].wording == {
+        "steps[0].parallel[0]": "Asking around…",
+        "steps[0].parallel[1]": "Checking…",
+        "steps[1]": "Thinking…",
+    }
