@@ -22,6 +22,10 @@ SECRET_NAME = "poe-pipelines"  # a Modal secret holding each bot's <ID>_ACCESS_K
 CONCURRENT_CHATS = 100  # replies one container serves at once (they mostly wait on Poe)
 MIN_CONTAINERS = 0  # 1 keeps a container warm: no cold start, but it is billed while idle
 TIMEOUT_SECONDS = 600  # Poe lets a reply run 600 s; Modal's default would cut it at 300 s
+# OpenTelemetry's SDK and OTLP exporter in the image, so that setting OTEL_EXPORTER_OTLP_ENDPOINT
+# (and OTEL_EXPORTER_OTLP_HEADERS) in the secret turns traces on. They are loaded only when an
+# endpoint is set, so a container without one starts no slower; False leaves them out.
+TRACING = True
 
 HERE = Path(__file__).resolve().parent
 CONFIG_PATH = HERE / "pipelines.yaml"
@@ -41,17 +45,23 @@ def _load_config() -> loader.Config:
 CONFIG = _load_config()
 
 
-def runtime_requirements(path: Path = HERE / "requirements.txt") -> list[str]:
-    """The pinned runtime packages: requirements.txt up to its test tools."""
+def runtime_requirements(path: Path = HERE / "requirements.txt", tracing: bool = True) -> list[str]:
+    """The pinned runtime packages: requirements.txt up to its test tools, with or without
+    its tracing section."""
     if not path.exists():  # inside the container, where the image is already built
         return []
-    lines = path.read_text().split("# Tests and checks")[0].splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    wanted, keep = [], True
+    for line in path.read_text().split("# Tests and checks")[0].splitlines():
+        if line.startswith("# Tracing"):
+            keep = tracing
+        elif line.strip() and not line.startswith("#") and keep:
+            wanted.append(line.strip())
+    return wanted
 
 
 image = (
     modal.Image.debian_slim(python_version="3.11")
-    .pip_install(*runtime_requirements())
+    .pip_install(*runtime_requirements(tracing=TRACING))
     .add_local_python_source("bots")
     .add_local_file(CONFIG_PATH, REMOTE_CONFIG)
 )

@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import Any, Protocol
 
-from .calls import Calls, TraceEntry, counting
+from .calls import Calls
 from .errors import RunError, StepFailed
 from .filters import items_of, shorten
 from .format import CallStep, MapStep, ParallelStep, StepBase
@@ -20,6 +20,7 @@ from .loader import branch_key
 from .reply import Reply
 from .scope import HIDDEN, Scope, Slot, slots
 from .templates import Branches
+from .trace import TraceEntry, inside
 
 
 class Runner(Protocol):
@@ -118,6 +119,7 @@ async def map_items(
         raise StepFailed(f"{step.path}: map: {e}") from None
     dropped = len(items) - step.max_items
     items = items[: step.max_items]
+    entry.facts.update(items=len(items), dropped=max(0, dropped))
     entry.detail = f"{len(items)} item{'s' if len(items) != 1 else ''}" + (
         f"; {dropped} more dropped (max_items {step.max_items})" if dropped > 0 else ""
     )
@@ -149,14 +151,16 @@ async def samples(run: Runner, step: CallStep, slot: Slot, scope: Scope) -> list
     async def one(k: int) -> str:
         instance = f"{scope.instance}#{k}"
         entry = TraceEntry(f"{step.path}{instance}", "sample", step.bot, 0.0, 0, "ok")
+        entry.facts["sample"] = k
         run.trace.append(entry)
         started = time.monotonic()
         part = sample_slots[k - 1].part()
         try:
-            with counting(entry):
+            with inside(entry):
                 return await run.calls.call(step, part, scope.variables, scope.files, instance)
         except StepFailed as e:
             entry.outcome = f"failed: {e}"
+            entry.facts["failure"] = e.log_reason
             if step.on_error == "fail":
                 raise
             if part is not None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,42 +28,12 @@ from .format import CallStep, StepBase, within
 from .loader import BotPlan
 from .reply import Part, Reply
 from .templates import PROMPT_CHAR_CAP
+from .trace import TraceEntry, count_call
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CALL_TIMEOUT = 120.0
 """Seconds one try of a dependency call may take when its step sets no `timeout`."""
-
-
-@dataclass
-class TraceEntry:
-    """What one step did (or a wait, or a loop's round), for the terminal chat's trace.
-    `detail` says what it decided: the value a route compared and the case it took."""
-
-    path: str
-    kind: str
-    bot: str | None
-    seconds: float
-    calls: int
-    outcome: str
-    detail: str = ""
-
-
-_counting: contextvars.ContextVar[tuple[TraceEntry, ...]] = contextvars.ContextVar(
-    "counting", default=()
-)
-
-
-@contextlib.contextmanager
-def counting(entry: TraceEntry) -> Iterator[None]:
-    """Counts every try made within (in this task and the tasks it starts) in `entry.calls`,
-    as well as in the entries already counting: each step's entry holds its own calls, even
-    while other items of a map run the same step at once."""
-    token = _counting.set((*_counting.get(), entry))
-    try:
-        yield
-    finally:
-        _counting.reset(token)
 
 
 @dataclass
@@ -152,19 +122,29 @@ class Calls:
                     await self._back_off(step, bot, failures, timeout)
                 self.guard.acquire(bot)
                 self.reply.spent = True
-                for entry in _counting.get():
-                    entry.calls += 1
+                count_call()
                 tried.append(bot)
+                attempt = TraceEntry(key, "try", bot, 0.0, 1, "ok")
+                attempt.facts["try"] = len(tried)
+                attempt.content.update(prompt=prompt, **({"system": system} if system else {}))
+                self.trace.append(attempt)
                 try:
                     with self._asking(step, bot):
-                        text, produced = await self._try(request, bot, step, part, timeout)
+                        text, produced = await self._try(request, bot, step, part, timeout, attempt)
                 except CallFailed as e:
+                    attempt.outcome = f"failed: {e.log_reason}"
+                    attempt.facts.update(failure=e.log_reason, error_type=e.error_type)
                     failures.append(e)
                     self.failures.append({"step": key, "bot": bot, "reason": e.log_reason})
                     log.info("bot %s: %s: %s failed: %s", self.plan.id, key, bot, e.log_reason)
                     if e.retry:
                         continue
                     break  # the bot asked not to be retried: on to the fallback, if any
+                except asyncio.CancelledError:
+                    attempt.outcome = "cancelled"
+                    raise
+                finally:
+                    attempt.seconds = time.time() - attempt.started
                 record = {"a": text}
                 if prompt != message:
                     record["p"] = prompt
@@ -225,8 +205,10 @@ class Calls:
         step: CallStep,
         part: Part | None,
         seconds: float,
+        attempt: TraceEntry,
     ) -> tuple[str, list[fp.Attachment]]:
-        """One try: its text, streamed into `part`, and its files.
+        """One try: its text, streamed into `part`, and its files; what it received goes in
+        its trace entry, `attempt`.
 
         The stream is read in a task of its own, which is cancelled once, on a timeout or a
         cancelled reply, and then awaited to the end. Cancelled in place instead, a second
@@ -261,6 +243,8 @@ class Calls:
                         text += event.text
                         if part is not None:
                             part.write(event.text)
+                    if "first_token_s" not in attempt.facts and (text or files):
+                        attempt.facts["first_token_s"] = round(time.time() - attempt.started, 4)
 
         reader = asyncio.ensure_future(read())
         try:
@@ -272,6 +256,9 @@ class Calls:
         except asyncio.CancelledError:
             await _finish(reader)
             raise
+        finally:
+            attempt.facts.update(characters=len(text), files=len(files))
+            attempt.content["answer"] = text
         if part is not None:
             part.suggestions = suggestions
         return text, files

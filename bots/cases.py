@@ -326,7 +326,7 @@ def _outcomes(said: transcript.Transcript) -> dict[str, set[str]]:
     """Each step's outcomes (ok, skipped, failed: ...), by place (a map's items together)."""
     found: dict[str, set[str]] = {}
     for entry in said.run.trace:
-        if entry.kind not in ("wait", "round", "param", "sample"):
+        if entry.kind not in ("wait", "round", "param", "sample", "try"):
             found.setdefault(entry.path.split("#")[0], set()).add(entry.outcome)
     return found
 

@@ -16,19 +16,22 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import fastapi_poe as fp
 import httpx
 
-from . import controls, script, transcript
+from . import controls, script, trace, transcript
 from .client import POE_BASE_URL, Caller, PoeCaller, new_http_client
 from .loader import BotPlan
 from .script import Script
 from .simulator import SimulatedCaller
 from .transcript import Transcript
+
+if TYPE_CHECKING:
+    from .spans import SpanFile
 
 KEY_HELP = (
     "POE_API_KEY is not set. Get your key at https://poe.com/api_key and run\n"
@@ -49,6 +52,7 @@ class Options:
     trace: bool = True
     simulated_delay: float = 0.4
     script: Script = field(default_factory=Script)  # scripted answers, for a dry run
+    trace_file: Path | None = None  # where each message's spans go, as OTLP/JSON
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
@@ -87,6 +91,17 @@ def checked_script(plan: BotPlan, path: str | None, pairs: Sequence[str], dry_ru
     for key, problem in found.problems(plan):
         raise ChatError(f"answer {key}: {problem}")
     return found
+
+
+def checked_trace_file(path: str | None) -> Path | None:
+    """--trace-file FILE, refused at once when FILE could not be written."""
+    if path is None:
+        return None
+    file = Path(path)
+    if file.is_dir() or not file.parent.is_dir():
+        where = "is a folder" if file.is_dir() else f"is in {file.parent}, which does not exist"
+        raise ChatError(f"--trace-file {path}: {where}; give a file path, e.g. trace.json")
+    return file
 
 
 def controls_table(plan: BotPlan) -> str:
@@ -169,6 +184,11 @@ class Chat:
         self.out = out
         self.history: list[fp.ProtocolMessage] = []
         self.conversation_id = uuid.uuid4().hex
+        self.spans: SpanFile | None = None
+        if options.trace_file is not None:
+            from .spans import SpanFile  # OpenTelemetry's SDK, loaded only when asked for
+
+            self.spans = SpanFile(content=trace.content_wanted(os.environ))
 
     async def send(self, text: str, attachments: list[fp.Attachment]) -> Transcript:
         request = transcript.query(
@@ -198,6 +218,10 @@ class Chat:
             for step_id, files in said.run.files.items():
                 for file in files:
                     self.out.write(f"  files of {step_id}: {file.name} at {where(file.url)}\n")
+        if self.spans is not None and self.options.trace_file is not None:
+            self.spans.spans.message(said.run, said.run.summary(said.seconds))
+            count = self.spans.write(self.options.trace_file)
+            self.out.write(f"  spans: {count} so far, in {self.options.trace_file} (OTLP/JSON)\n")
         if said.error:
             raise ChatError(explain(said.error))
         return said

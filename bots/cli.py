@@ -118,6 +118,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             trace=not args.no_trace,
             simulated_delay=args.delay,
             script=chat.checked_script(plan, args.answers, args.answer, args.dry_run),
+            trace_file=chat.checked_trace_file(args.trace_file),
         )
     except chat.ChatError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -266,6 +267,11 @@ def parser() -> argparse.ArgumentParser:
         "(repeat a key for successive calls; replaces that key's answers from --answers)",
     )
     chat.add_argument("--no-trace", action="store_true", help="do not print the trace")
+    chat.add_argument(
+        "--trace-file",
+        metavar="FILE",
+        help="write each message's spans to FILE as OTLP/JSON, as a deployed bot exports them",
+    )
     chat.add_argument("--delay", type=float, default=0.4, help=argparse.SUPPRESS)
     chat.set_defaults(run=cmd_chat)
     test = command("test", "run the pipeline tests of pipelines.tests.yaml, with scripted bots")

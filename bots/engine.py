@@ -19,7 +19,7 @@ from typing import Any
 import fastapi_poe as fp
 
 from . import branches, controls, conversation
-from .calls import DEFAULT_CALL_TIMEOUT, Calls, TraceEntry, counting
+from .calls import DEFAULT_CALL_TIMEOUT, Calls
 from .client import Caller
 from .errors import RunError, StepFailed
 from .filters import shorten
@@ -28,6 +28,7 @@ from .loader import BotPlan, ids_in
 from .reply import Reply
 from .scope import HIDDEN, Scope, Slot
 from .templates import LOOP_VARIABLES
+from .trace import TraceEntry, inside
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Run:
     failure: str | None = None  # why the pipeline stopped, fit for logs
     files: dict[str, list[fp.Attachment]] = field(default_factory=dict)  # per step id
     routes: dict[str, list[str]] = field(default_factory=dict)  # route path -> cases taken
+    started: float = field(default_factory=time.time)  # wall clock, seconds since the epoch
 
     def __post_init__(self) -> None:
         self.calls = Calls(self.plan, self.request, self.reply, self.caller, self.call_timeout)
@@ -94,6 +96,34 @@ class Run:
                 self.reply.metadata = lambda shown: conversation.write_metadata(records, shown)
             self.reply.finish()
 
+    def summary(self, seconds: float) -> dict[str, Any]:
+        """What happened, for the per-message log line and the message's span: identifiers,
+        counts and the engine's own words (never the user's text, a prompt, an answer or a
+        key)."""
+        reply = self.reply
+        outcome = ("failed" if reply.error else "done") if reply.finished else "cancelled"
+        fields: dict[str, Any] = {
+            "event": "reply",
+            "bot": self.plan.id,
+            "message_id": self.request.message_id,
+            "conversation_id": self.request.conversation_id,
+            "outcome": outcome,
+            "seconds": round(seconds, 3),
+            "calls": self.calls.guard.calls,
+            "calls_declared": self.plan.cost.total,
+            "events": reply.events,
+            "characters": reply.allowance.chars,
+        }
+        if reply.cut:
+            fields["cut"] = True  # at Poe's limit of 100,000 characters
+        if self.failure:
+            fields["failure"] = self.failure
+        if reply.error_type:
+            fields["error_type"] = reply.error_type
+        if self.calls.failures:
+            fields["failed_calls"] = self.calls.failures
+        return fields
+
     # --- structure -------------------------------------------------------------------------
 
     async def sequence(self, steps: Sequence[StepBase], slot: Slot, scope: Scope) -> Any:
@@ -109,18 +139,23 @@ class Run:
         slot = Slot(self.reply, step.show) if step.show else inherited
         path = step.path + scope.instance
         entry = TraceEntry(path, step.kind, getattr(step, "bot", None), 0.0, 0, "ok")
+        if step.id:
+            entry.facts["id"] = step.id
         self.trace.append(entry)
         started, calls_before = time.monotonic(), self.calls.made
         try:
             when = step.template("when")
-            if when is not None and not when.is_true(scope.variables):
+            if when is not None:
+                entry.facts["when"] = when.is_true(scope.variables)
+            if entry.facts.get("when") is False:
                 entry.outcome = "skipped"
                 # a skipped step keeps its output ("" at first; in a loop, the last round's)
                 return scope.variables.get(step.id, "") if step.id else ""
-            with counting(entry):
+            with inside(entry):
                 value: Any = await self._dispatch(step, slot, scope, entry)
         except StepFailed as e:
             entry.outcome = f"failed: {e}"
+            entry.facts["failure"] = e.log_reason
             if strict or step.on_error == "fail":
                 raise
             part = slot.part()
@@ -172,6 +207,7 @@ class Run:
         name = key if key is not None else ("default" if case is not None else NO_CASE)
         self.routes.setdefault(step.path, []).append(name)
         entry.detail = f"compared {shorten(chosen, 60)!r}: took {name}"
+        entry.facts["case"], entry.content["value"] = name, chosen
         if case is None:
             log.info("bot %s: %s: no case matched and there is no default", self.plan.id, step.path)
             return ""
@@ -191,11 +227,13 @@ class Run:
                 path = step.path + scope.instance
                 entry = TraceEntry(path, "round", None, 0.0, 0, f"round {iteration}")
                 started = time.monotonic()
-                with counting(entry):
+                with inside(entry):
                     value = await self.sequence(step.loop.steps, slot, scope)
                 done = until is not None and until.is_true(variables)
                 entry.seconds = time.monotonic() - started
+                entry.facts["round"] = iteration
                 if until is not None:
+                    entry.facts["until"] = done
                     entry.detail = f"until: {str(done).lower()}, " + (
                         "so it stops" if done else
                         "and that was the last round" if iteration == rounds else "so another round"

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import fastapi_poe as fp
 import httpx
@@ -23,13 +23,16 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi_poe.client import PROTOCOL_VERSION
 
-from . import controls, keys, logs
+from . import controls, keys, logs, trace
 from .calls import DEFAULT_CALL_TIMEOUT
 from .client import POE_BASE_URL, Caller, PoeCaller, new_http_client
 from .engine import Run
 from .gate import Gate
 from .loader import BotPlan, Config
 from .reply import Pacing, Reply
+
+if TYPE_CHECKING:
+    from .spans import Spans
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class Runtime:
     pacing: Pacing = field(default_factory=Pacing)
     call_timeout: float = DEFAULT_CALL_TIMEOUT
     caller: Caller | None = None
+    spans: Spans | None = None  # when traces are exported (an OTLP endpoint is set)
 
 
 class PipelineBot(fp.PoeBot):
@@ -76,38 +80,45 @@ class PipelineBot(fp.PoeBot):
         finally:
             worker.cancel()
             await asyncio.wait({worker})
-            logs.record(log, "reply", _reply_fields(run, time.monotonic() - started))
+            fields = run.summary(time.monotonic() - started)
+            if self.runtime.spans is not None:
+                fields["trace_id"] = f"{trace.trace_id(request.message_id):032x}"
+                self.runtime.spans.message(run, fields)
+            logs.record(log, "reply", fields)
 
     async def get_settings(self, setting: fp.SettingsRequest) -> fp.SettingsResponse:
         return settings_for(self.plan)
 
+    async def on_reaction_with_context(
+        self, reaction_request: fp.ReportReactionRequest, context: fp.RequestContext
+    ) -> None:
+        self._reacted(reaction_request, "reaction", reaction_request.reaction)
 
-def _reply_fields(run: Run, seconds: float) -> dict[str, Any]:
-    """The per-message log line: what happened, in identifiers, counts and the engine's own
-    words (never the user's text, a prompt, an answer or a key)."""
-    reply = run.reply
-    outcome = ("failed" if reply.error else "done") if reply.finished else "cancelled"
-    fields: dict[str, Any] = {
-        "event": "reply",
-        "bot": run.plan.id,
-        "message_id": run.request.message_id,
-        "conversation_id": run.request.conversation_id,
-        "outcome": outcome,
-        "seconds": round(seconds, 3),
-        "calls": run.calls.guard.calls,
-        "calls_declared": run.plan.cost.total,
-        "events": reply.events,
-        "characters": reply.allowance.chars,
-    }
-    if reply.cut:
-        fields["cut"] = True  # at Poe's limit of 100,000 characters
-    if run.failure:
-        fields["failure"] = run.failure
-    if reply.error_type:
-        fields["error_type"] = reply.error_type
-    if run.calls.failures:
-        fields["failed_calls"] = run.calls.failures
-    return fields
+    async def on_feedback_with_context(
+        self, feedback_request: fp.ReportFeedbackRequest, context: fp.RequestContext
+    ) -> None:
+        self._reacted(feedback_request, "feedback", feedback_request.feedback_type)
+
+    def _reacted(
+        self,
+        request: fp.ReportReactionRequest | fp.ReportFeedbackRequest,
+        what: str,
+        value: str,
+    ) -> None:
+        """A user's like, dislike or other reaction to one of this bot's messages: a log line
+        (and a span in that message's trace) with its message id, to join it to the run."""
+        value = value[:40]  # Poe's values are words; anything longer is not worth keeping
+        fields = {
+            "event": what,
+            "bot": self.plan.id,
+            "message_id": request.message_id,
+            "conversation_id": request.conversation_id,
+            what: value,
+        }
+        if self.runtime.spans is not None:
+            fields["trace_id"] = f"{trace.trace_id(request.message_id):032x}"
+            self.runtime.spans.reaction(request, what, value)
+        logs.record(log, what, fields)
 
 
 @contextmanager
@@ -154,6 +165,10 @@ def build_app(
     runtime = Runtime(base_url=base_url or env.get("POE_BASE_URL") or POE_BASE_URL)
     if pacing is not None:
         runtime.pacing = pacing
+    if trace.exported(os.environ):  # as OpenTelemetry's SDK reads them: from the process
+        from .spans import otlp  # imported only then: serving without traces never loads it
+
+        runtime.spans = otlp(os.environ)
     resolved = {
         plan.id: keys.resolve(plan, env, deployed_with=deployed_with)
         for plan in config.bots.values()
@@ -174,6 +189,8 @@ def build_app(
                     finally:
                         sync.cancel()
                 runtime.caller = None
+        if runtime.spans is not None:  # what is queued goes out, within the export timeout
+            await asyncio.to_thread(runtime.spans.shutdown)
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,19 +50,39 @@ class Transcript:
         """Calls made (including failed tries) per dependency bot."""
         return dict(self.run.calls.guard.used)
 
-    def trace_table(self, budget: int) -> str:
-        """The run's trace as the terminal shows it: each step, its bot, time, calls, outcome
-        and decision; then the calls used against the worst case."""
+    def trace_table(self, budget: int, width: int = 24) -> str:
+        """The run's trace as the terminal shows it: each step (and each try of a step that
+        needed more than one), its bot, a bar on the run's time axis (a waterfall), its time,
+        calls, outcome and decision; then the calls used against the worst case."""
+        trace = self.run.trace
+        tries = Counter(id(e.parent) for e in trace if e.kind == "try")
+        rows = [e for e in trace if e.kind != "try" or tries[id(e.parent)] > 1]
+        rows.sort(key=lambda e: e.started)
+        start = min((e.started for e in rows), default=0.0)
+        total = max((e.started + e.seconds - start for e in rows), default=0.0)
         lines = ["trace:"]
-        for entry in self.run.trace:
+        for entry in rows:
             who = f" {entry.bot}" if entry.bot else ""
+            path = entry.path if entry.kind != "try" else f"  try {entry.facts['try']}"
             detail = f" ({entry.detail})" if entry.detail else ""
+            bar = _bar(entry.started - start, entry.seconds, total, width)
             lines.append(
-                f"  {entry.path:<28} {entry.kind:<8}{who:<20} {entry.seconds:6.2f}s  "
+                f"  {path:<28} {entry.kind:<8}{who:<20} {bar} {entry.seconds:6.2f}s  "
                 f"{entry.calls} call{'s' if entry.calls != 1 else ''}  {entry.outcome}{detail}"
             )
+        axis = f"0 s{total:>{width - 3}.2f} s"
+        lines.append(f"  {'':<28} {'':<8}{'':<20} {axis}")
         lines.append(f"  calls used: {self.calls} of {budget} (worst case)")
         return "\n".join(lines)
+
+
+def _bar(offset: float, seconds: float, total: float, width: int) -> str:
+    """One row of the waterfall: where a step ran on the run's time axis, `width` wide."""
+    if total <= 0:
+        return "|" + "█" + " " * (width - 1) + "|"
+    begin = min(width - 1, int(offset / total * width))
+    length = max(1, min(width - begin, round(seconds / total * width)))
+    return "|" + " " * begin + "█" * length + " " * (width - begin - length) + "|"
 
 
 def query(

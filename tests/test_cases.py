@@ -97,7 +97,7 @@ async def test_wrong_expectations_fail_with_what_was_expected_and_what_happened(
         "failed: topic did not fail",
         "error: expected a failure note containing 'boom'; it finished without one",
         "files: expected 2 shown, the reply showed 0",
-        "steps[1]                     route                          ",  # the trace follows
+        "steps[1]                     route                        |",  # the trace follows
         "(compared 'code': took code)",
         "the pipeline stopped: every branch of the race failed",
     ]:

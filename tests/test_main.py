@@ -59,6 +59,9 @@ def test_image_installs_the_pinned_runtime_requirements_only() -> None:
     assert "fastapi-poe==0.0.83" in wanted and "modal==1.6.4" in wanted
     assert all("==" in line for line in wanted)
     assert not any(line.startswith(("pytest", "mypy", "ruff", "hypothesis")) for line in wanted)
+    tracing = {"opentelemetry-sdk==1.45.2", "opentelemetry-exporter-otlp-proto-http==1.45.2"}
+    assert main.TRACING and tracing <= set(wanted)
+    assert set(main.runtime_requirements(tracing=False)) == set(wanted) - tracing
 
 
 def test_a_broken_pipelines_file_stops_the_import_with_the_validators_message(
