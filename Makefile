@@ -33,7 +33,9 @@ serve: $(BIN)/activate
 load: $(BIN)/activate
 	LOAD_CHATS=500 LOAD_SECONDS=60 $(BIN)/python -m pytest tests/test_load.py -s --timeout 900 -q
 
-# The benchmarks: print their tables and write bench-results/results.json and conversation.json.
+# The benchmarks: print their tables and write bench-results/results.json and conversation.json;
+# the tracing benchmark prints its table only.
 bench: $(BIN)/activate
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.conversation
+	$(BIN)/python -m bench.tracing

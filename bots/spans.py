@@ -28,6 +28,7 @@ import base64
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -63,20 +64,22 @@ class Spans:
 
     def __init__(self, exporter: SpanExporter, *, content: bool, batch: bool = True) -> None:
         self.content = content
+        self.exporter = exporter
         self._ids = _MessageIds()
         self.provider = TracerProvider(
             resource=Resource.create(
-                {"service.name": os.environ.get("OTEL_SERVICE_NAME", SERVICE)}
+                {"service.name": os.environ.get("OTEL_SERVICE_NAME") or SERVICE}
             ),
             id_generator=self._ids,
+            shutdown_on_exit=False,  # `shutdown` does it, within a bound
         )
         processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
         self.provider.add_span_processor(processor)
         self.tracer = self.provider.get_tracer("bots")
 
-    def message(self, run: Run, fields: Mapping[str, Any], ended: float | None = None) -> None:
+    def message(self, run: Run, fields: Mapping[str, Any]) -> None:
         """The trace of one answered message: `fields` are its log line's."""
-        ended = ended or time.time()
+        ended = time.time()
         request = run.request
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_workflow",
@@ -188,9 +191,21 @@ class Spans:
         )
         span.end()
 
-    def shutdown(self) -> None:
-        """Exports what is queued (within the exporter's timeout), then stops."""
-        self.provider.shutdown()
+    def shutdown(self, seconds: float = 2.0) -> None:
+        """Exports what is still queued, for about `seconds` at most, then stops: spans a
+        collector has not taken by then are dropped, so a dead collector never holds up the
+        end of a container. (The SDK's own flush waits as long as its exporter retries.)"""
+
+        def close() -> None:
+            self.provider.force_flush()
+            self.provider.shutdown()
+
+        closing = threading.Thread(target=close, daemon=True)
+        closing.start()
+        closing.join(seconds)
+        if closing.is_alive():
+            self.exporter.shutdown()  # stops the exporter's retries
+            log.info("traces: spans the collector had not taken at shutdown are dropped")
 
 
 class _MessageIds(RandomIdGenerator):
@@ -240,6 +255,7 @@ class QuietExporter(SpanExporter):
         self.inner = inner
         self.where = where
         self.failing = False
+        self.closed = False
         logging.getLogger(OTLP_LOGGER).addFilter(_mute)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -260,7 +276,9 @@ class QuietExporter(SpanExporter):
         return result
 
     def shutdown(self) -> None:
-        self.inner.shutdown()
+        if not self.closed:
+            self.closed = True
+            self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)

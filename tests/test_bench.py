@@ -124,3 +124,16 @@ def test_the_conversation_benchmark_reports_every_figure(tmp_path: Path) -> None
             assert conversation[length]["statuses"] == [200], (script["script"], length)
             assert not missing(length, conversation[length], ["first_event_s", "done_s"])
     assert "a 1,000-message conversation" in result.stdout
+
+
+def test_the_tracing_benchmark_reports_every_mode(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.tracing", "--rounds", "1", "--chats", "2"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split("  ")[0].strip(): line.split() for line in result.stdout.splitlines()}
+    for mode in ("off", "live collector", "dead collector"):
+        figures = rows[mode][-5:]
+        assert all(is_figure(float(figure)) for figure in figures), (mode, figures)
+    assert "spans the live collector received: 30" in result.stdout  # 10 spans x 3 messages

@@ -206,6 +206,7 @@ async def test_a_dead_collector_changes_nothing_in_the_replies_and_is_said_once(
     assert len(said) == 1 and "did not take" in said[0].getMessage()
     exporter_noise = [r for r in caplog.records if r.name.startswith("opentelemetry.exporter")]
     assert exporter_noise == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert collector.spans() == []
 
 
