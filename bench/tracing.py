@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import time
 from collections.abc import Sequence
 
 from bench.figures import pct
-from tests.collector import serve_collector
+from tests.collector import closed_port, serve_collector
 from tests.conftest import serve_pipelines
 from tests.standin import Behavior
 
@@ -46,19 +45,11 @@ def _behaviors() -> dict[str, Behavior]:
     return {"A": slow, "B": slow, "C": slow, "Judge": slow}
 
 
-def _closed_port() -> str:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}"
-
-
 async def _round(mode: str, chats: int, collector_url: str) -> dict[str, float]:
     os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     if mode != "off":
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = (
-            collector_url if mode == "live collector" else _closed_port()
+            collector_url if mode == "live collector" else closed_port()
         )
     async with serve_pipelines(PIPELINE, _behaviors()) as s:
         await s.ask("council", "warm up")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -69,6 +70,15 @@ async def serve_collector(mode: Mode = "ok") -> AsyncIterator[tuple[Collector, s
     collector = Collector(mode)
     async with serve_app(collector, lifespan="off") as url:
         yield collector, url
+
+
+def closed_port() -> str:
+    """The address of a collector that is not there: connections are refused."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"
 
 
 def attributes(span: Span) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 
 from bots import trace
-from tests.collector import attributes, serve_collector
+from tests.collector import attributes, closed_port, serve_collector
 from tests.conftest import serve_pipelines
 from tests.standin import Behavior, identifier
 
@@ -178,14 +177,6 @@ async def test_content_is_exported_only_when_the_creator_turns_it_on(
     assert all(h.get("authorization") == "Basic cGs6c2s=" for h in collector.headers)
 
 
-def _closed_port() -> str:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}"
-
-
 @pytest.mark.parametrize("dead", ["refused", "500", "slow"])
 async def test_a_dead_collector_changes_nothing_in_the_replies_and_is_said_once(
     dead: str, quick_export: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
@@ -194,7 +185,7 @@ async def test_a_dead_collector_changes_nothing_in_the_replies_and_is_said_once(
     texts = []
     async with serve_collector("ok" if dead == "refused" else dead) as (collector, endpoint):  # type: ignore[arg-type]
         quick_export.setenv(
-            "OTEL_EXPORTER_OTLP_ENDPOINT", _closed_port() if dead == "refused" else endpoint
+            "OTEL_EXPORTER_OTLP_ENDPOINT", closed_port() if dead == "refused" else endpoint
         )
         async with serve_pipelines(EVERY_KIND, BEHAVIORS) as s:
             for n in range(3):
