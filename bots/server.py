@@ -189,7 +189,7 @@ def build_app(
                     finally:
                         sync.cancel()
                 runtime.caller = None
-        if runtime.spans is not None:  # what is queued goes out, within the export timeout
+        if runtime.spans is not None:  # what is queued goes out, for 2 s at most
             await asyncio.to_thread(runtime.spans.shutdown)
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
