@@ -15,7 +15,7 @@ demo: $(BIN)/activate
 	$(BIN)/python -m bots chat council --dry-run -m "What makes a good API?"
 
 lint: $(BIN)/activate
-	$(BIN)/ruff check bots tests main.py
+	$(BIN)/ruff check bots tests bench main.py
 	$(BIN)/mypy
 
 test: lint browser
@@ -33,9 +33,10 @@ serve: $(BIN)/activate
 load: $(BIN)/activate
 	LOAD_CHATS=500 LOAD_SECONDS=60 $(BIN)/python -m pytest tests/test_load.py -s --timeout 900 -q
 
-# The benchmarks: print their tables and write bench-results/results.json and conversation.json;
-# the tracing benchmark prints its table only.
+# The benchmarks: each prints its tables; results go to bench-results/latest/ (not committed).
+# The figures in bench-results/ are recorded on purpose, with --out (see the README).
 bench: $(BIN)/activate
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.conversation
 	$(BIN)/python -m bench.tracing
+	$(BIN)/python -m bench.capacity

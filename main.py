@@ -19,7 +19,18 @@ from bots.errors import ConfigError
 
 APP_NAME = "poe-pipelines"
 SECRET_NAME = "poe-pipelines"  # a Modal secret holding each bot's <ID>_ACCESS_KEY
-CONCURRENT_CHATS = 100  # replies one container serves at once (they mostly wait on Poe)
+# What one container holds, measured (`python -m bench.capacity`; README, "Capacity"). Modal
+# runs the app's replies as tasks on one event loop, so a container uses one core, however
+# many it is given: CPU asks for that one. On it, one server process relays three-way fan-outs
+# of models streaming 40 tokens a second with p99 added latency under 100 ms and event-loop lag
+# under 50 ms up to about 34 chats in flight (about 4,000 upstream events a second); at about
+# 50 the core is full. The cost is per relayed event (the HTTP client's, mostly), so a bot
+# that calls one model at a time holds about three times as many chats, a council of four
+# fewer. Modal's autoscaler aims at TARGET_CHATS per container and starts another container
+# beyond it; CONCURRENT_CHATS is the most one container takes in a burst while that one starts.
+CPU = 1.0
+TARGET_CHATS = 30
+CONCURRENT_CHATS = 45
 MIN_CONTAINERS = 0  # 1 keeps a container warm: no cold start, but it is billed while idle
 TIMEOUT_SECONDS = 600  # Poe lets a reply run 600 s; Modal's default would cut it at 300 s
 # OpenTelemetry's SDK and OTLP exporter in the image, so that setting OTEL_EXPORTER_OTLP_ENDPOINT
@@ -73,8 +84,9 @@ app = modal.App(APP_NAME)
     secrets=[modal.Secret.from_name(SECRET_NAME)],
     timeout=TIMEOUT_SECONDS,
     min_containers=MIN_CONTAINERS,
+    cpu=CPU,
 )
-@modal.concurrent(max_inputs=CONCURRENT_CHATS)
+@modal.concurrent(max_inputs=CONCURRENT_CHATS, target_inputs=TARGET_CHATS)
 @modal.asgi_app()
 def fastapi_app():  # type: ignore[no-untyped-def]
     """Every bot of pipelines.yaml, each at /<bot id>. A bot whose access key is missing from

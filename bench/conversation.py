@@ -40,6 +40,7 @@ COUNCIL = ("GPT-5", "Claude-Sonnet-4.5", "Gemini-2.5-Pro", "Claude-Opus-4.1")
 ANSWER_CHARS = 2_000
 USER_CHARS = 400
 TURNS = 3
+DEFAULT_OUT = "bench-results/latest/conversation.json"
 
 
 def answer_text(script: str, bot: str) -> str:
@@ -142,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     parser = argparse.ArgumentParser(prog="python -m bench.conversation")
     parser.add_argument("--quick", action="store_true", help="one repeat instead of five")
-    parser.add_argument("--out", default="bench-results/conversation.json")
+    parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else 5
     results = [asyncio.run(measure(script, repeats)) for script in ("english", "cjk")]

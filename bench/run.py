@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.run                 # full run (a few minutes), table + JSON
     .venv/bin/python -m bench.run --quick         # smoke run (a few seconds), same figures
     .venv/bin/python -m bench.run --profile       # also profile the 200-chat run
-    .venv/bin/python -m bench.run --out PATH      # JSON path (default bench-results/results.json)
+    .venv/bin/python -m bench.run --out PATH      # JSON (default bench-results/latest/)
 
 Three kinds of process, so that none shares an event loop with another:
 
@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -59,7 +60,7 @@ from bench.processes import raise_fd_limit
 from bench.report import report, write_json
 from bench.servers import ROLES
 
-DEFAULT_OUT = "bench-results/results.json"
+DEFAULT_OUT = "bench-results/latest/results.json"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list[:1] == ["--child"]:  # how the benchmark starts its own processes
         raise_fd_limit()
         role, spec = args_list[1], json.loads(args_list[2])
+        if spec.get("cpus"):  # pinned, so that processes of a measurement never share a core
+            os.sched_setaffinity(0, spec["cpus"])
         ROLES[role](spec)
         return 0
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])

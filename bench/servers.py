@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.figures import pct
 from bench.params import ROOT
+from bench.references import APPS
 
 
 def say(**message: Any) -> None:
@@ -116,7 +117,13 @@ async def _serve(
 def child_standin(spec: dict[str, Any]) -> None:
     """The stand-in for Poe, noting each upstream stream's start and end (monotonic clock,
     which is the same clock in every process of this machine)."""
+    from bench.models import Model, ModelStreams
     from tests.standin import Behavior, StandIn
+
+    models = ModelStreams(
+        {name: Model(**{k: tuple(v) if isinstance(v, list) else v for k, v in m.items()})
+         for name, m in spec.get("models", {}).items()}
+    )  # fmt: skip
 
     class TimedStandIn(StandIn):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -125,6 +132,10 @@ def child_standin(spec: dict[str, Any]) -> None:
 
         async def _stream(self, scope: Any, receive: Any, send: Any, app: Any = None) -> None:
             request = self.requests[-1]  # appended just before this call, with no await between
+            if request["bot"] in models.models:  # timed by `models` itself
+                app = models.app(request["bot"], str(request.get("message_id")))
+                await super()._stream(scope, receive, send, app)
+                return
             started = time.monotonic()
             try:
                 await super()._stream(scope, receive, send, app)
@@ -140,6 +151,7 @@ def child_standin(spec: dict[str, Any]) -> None:
             self.refused.clear()
             self.reports.clear()
             self.timings.clear()
+            models.reset()
             self.closed_early = 0
             self.max_open_streams = self.open_streams
             for bot in self.bots.values():
@@ -148,13 +160,15 @@ def child_standin(spec: dict[str, Any]) -> None:
         def stats(self) -> dict[str, Any]:
             return {
                 "timings": self.timings,
+                "model_streams": models.timings(),
                 "max_open_streams": self.max_open_streams,
                 "closed_early": self.closed_early,
                 "refused_count": len(self.refused),
                 "reports_count": len(self.reports),
             }
 
-    standin = TimedStandIn({name: Behavior(**b) for name, b in spec["behaviors"].items()})
+    bots = {name: Behavior(**b) for name, b in spec["behaviors"].items()}
+    standin = TimedStandIn({**bots, **{name: Behavior() for name in models.models}})
     standin.allow_any_caller = True  # the servers under test call with keys it never saw
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -165,6 +179,9 @@ def child_standin(spec: dict[str, Any]) -> None:
         if path == "/_bench/reset":
             standin.reset()
             body = b"{}"
+        elif path == "/_bench/count":  # cheap enough to poll during a measurement
+            count = {"events_sent": models.events_sent, "open_streams": standin.open_streams}
+            body = json.dumps(count).encode()
         else:
             body = json.dumps(standin.stats()).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
@@ -221,6 +238,8 @@ def child_server(spec: dict[str, Any]) -> None:
 
         config = loader.parse(spec["yaml"], "bench.yaml")
         app = build_app(config, environ=spec["env"], base_url=spec["base_url"])
+    elif spec["kind"] in APPS:
+        app = APPS[spec["kind"]](spec["base_url"], spec["bots"])
     else:
         app = passthrough_app(spec["kind"], spec["base_url"], spec["dependency"])
     commands: dict[str, Callable[[], None]] = {}

@@ -137,3 +137,63 @@ def test_the_tracing_benchmark_reports_every_mode(tmp_path: Path) -> None:
         figures = rows[mode][-5:]
         assert all(is_figure(float(figure)) for figure in figures), (mode, figures)
     assert "spans the live collector received: 30" in result.stdout  # 10 spans x 3 messages
+
+
+CAPACITY_STEP = [
+    "arrivals_per_s",
+    "chats_in_flight",
+    "upstream_streams",
+    "errors",
+    "server_cpu",
+    "cpu_us_per_upstream_event",
+    "loop_lag_ms_p50",
+    "loop_lag_ms_p99",
+    "added_first_text_ms_p50",
+    "added_first_text_ms_p99",
+    "added_done_ms_p50",
+    "added_done_ms_p99",
+    "memory_per_chat_kb",
+    "server_rss_mb",
+]
+
+
+def test_the_capacity_benchmark_reports_every_figure_for_ours_and_each_reference(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "capacity.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.capacity", "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=170, cwd=ROOT,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["errors"] == 0, results["error_samples"]
+    servers = results["servers"]
+    assert list(servers) == ["ours", "handwritten", "poe_pattern", "floor"]
+    gaps: list[str] = []
+    for name, server in servers.items():
+        assert is_figure(server["capacity_chats"]), name
+        assert server["steps"], name
+        for step in server["steps"]:
+            gaps += missing(f"{name}[{step['planned_in_flight']}]", step, CAPACITY_STEP)
+            assert isinstance(step["held"], bool)
+        # the stand-in timed every upstream stream the server opened
+        assert all(step["upstream_streams"] > 0 for step in server["steps"]), name
+    assert servers["ours"]["capacity_chats"] > 0 and servers["floor"]["capacity_chats"] > 0
+    summary = results["summary"]
+    gaps += missing("summary", summary, [
+        "cpu_per_event_us_ours", "cpu_per_event_us_floor", "cpu_per_event_vs_floor",
+        "ours_vs_handwritten", "ours_vs_floor",
+    ])  # fmt: skip
+    gaps += missing("cold_start", results["cold_start"], [
+        "listening_s_median", "first_event_s_median", "first_event_s_max",
+    ])  # fmt: skip
+    assert gaps == []
+
+
+def test_the_benchmarks_write_their_results_where_git_ignores_them() -> None:
+    from bench import capacity, conversation, run
+
+    for path in (run.DEFAULT_OUT, capacity.DEFAULT_OUT, conversation.DEFAULT_OUT):
+        check = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
+        assert check.returncode == 0, f"{path} would dirty the working tree"

@@ -48,8 +48,12 @@ def test_main_defines_exactly_one_asgi_web_function() -> None:
     assert function["image"] == "image"
     assert function["secrets"] == "[modal.Secret.from_name(SECRET_NAME)]"
     assert function["timeout"] == "TIMEOUT_SECONDS" and main.TIMEOUT_SECONDS == 600
-    assert decorators["modal.concurrent"] == {"max_inputs": "CONCURRENT_CHATS"}
-    assert main.CONCURRENT_CHATS >= 10
+    assert function["cpu"] == "CPU" and main.CPU == 1.0  # one event loop uses one core
+    assert decorators["modal.concurrent"] == {
+        "max_inputs": "CONCURRENT_CHATS",
+        "target_inputs": "TARGET_CHATS",
+    }
+    assert 10 <= main.TARGET_CHATS < main.CONCURRENT_CHATS
 
 
 def test_image_installs_the_pinned_runtime_requirements_only() -> None:
