@@ -53,7 +53,7 @@ from bench.loadgen import SSEConnection, close_connections
 from bench.models import Model
 from bench.processes import Child, memory_kb, raise_fd_limit
 from bench.references import PATH
-from bench.report import columns, write_json
+from bench.report import columns, conclude
 from bench.steady import drive, new_arrival, steady_chat, step_figures, watch
 
 DEFAULT_OUT = "bench-results/latest/capacity.json"
@@ -388,10 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return await capacity.run()
 
     results = asyncio.run(bounded())
-    write_json(results, out)
-    print(report(results))
-    print(f"\nresults: {out}")
-    return 1 if results["errors"] else 0
+    return conclude(results, out, report(results))
 
 
 if __name__ == "__main__":

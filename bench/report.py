@@ -126,6 +126,14 @@ def write_json(results: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
+def conclude(results: dict[str, Any], path: Path, text: str) -> int:
+    """Writes the JSON, prints the report; the exit status says whether errors were seen."""
+    write_json(results, path)
+    print(text)
+    print(f"\nresults: {path}")
+    return 1 if results["errors"] else 0
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"

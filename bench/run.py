@@ -57,7 +57,7 @@ from typing import Any
 from bench.harness import Bench
 from bench.params import FULL, QUICK
 from bench.processes import raise_fd_limit
-from bench.report import report, write_json
+from bench.report import conclude, report
 from bench.servers import ROLES
 
 DEFAULT_OUT = "bench-results/latest/results.json"
@@ -94,10 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return await bench.run()
 
     results = asyncio.run(bounded())
-    write_json(results, out)
-    print(report(results))
-    print(f"\nresults: {out}")
-    return 1 if results["errors"] else 0
+    return conclude(results, out, report(results))
 
 
 if __name__ == "__main__":
