@@ -139,21 +139,24 @@ def test_the_tracing_benchmark_reports_every_mode(tmp_path: Path) -> None:
     assert "spans the live collector received: 30" in result.stdout  # 10 spans x 3 messages
 
 
-CAPACITY_STEP = [
+CAPACITY_LOAD = [
     "arrivals_per_s",
+    "chats_measured",
     "chats_in_flight",
     "upstream_streams",
     "errors",
     "server_cpu",
-    "cpu_us_per_upstream_event",
+    "upstream_events_per_s",
     "loop_lag_ms_p50",
     "loop_lag_ms_p99",
+    "memory_per_chat_kb",
+    "server_rss_mb",
+]
+CAPACITY_LATENCY = [  # there when some measured chat was answered
     "added_first_text_ms_p50",
     "added_first_text_ms_p99",
     "added_done_ms_p50",
     "added_done_ms_p99",
-    "memory_per_chat_kb",
-    "server_rss_mb",
 ]
 
 
@@ -175,16 +178,22 @@ def test_the_capacity_benchmark_reports_every_figure_for_ours_and_each_reference
         assert is_figure(server["capacity_chats"]), name
         assert server["steps"], name
         for step in server["steps"]:
-            gaps += missing(f"{name}[{step['planned_in_flight']}]", step, CAPACITY_STEP)
+            where = f"{name}[{step['planned_in_flight']}]"
+            gaps += missing(where, step, CAPACITY_LOAD)
+            if step["chats_measured"] > step["errors"]:
+                gaps += missing(where, step, CAPACITY_LATENCY)
+            if step["upstream_events_per_s"]:
+                gaps += missing(where, step, ["cpu_us_per_upstream_event"])
             assert isinstance(step["held"], bool)
-        # the stand-in timed every upstream stream the server opened
-        assert all(step["upstream_streams"] > 0 for step in server["steps"]), name
-    assert servers["ours"]["capacity_chats"] > 0 and servers["floor"]["capacity_chats"] > 0
+    # the reference of the goals: ours and the floor relay every chat of every step
+    for name in ("ours", "floor"):
+        for step in servers[name]["steps"]:
+            assert step["chats_measured"] > 0 and step["errors"] == 0, (name, step)
+            assert step["upstream_streams"] > 0, (name, step)
     summary = results["summary"]
-    gaps += missing("summary", summary, [
-        "cpu_per_event_us_ours", "cpu_per_event_us_floor", "cpu_per_event_vs_floor",
-        "ours_vs_handwritten", "ours_vs_floor",
-    ])  # fmt: skip
+    assert set(summary["capacity_chats"]) == set(servers)
+    if "cpu_per_event_vs_floor" in summary:  # when a step of both held
+        gaps += missing("summary", summary, ["cpu_per_event_us_ours", "cpu_per_event_us_floor"])
     gaps += missing("cold_start", results["cold_start"], [
         "listening_s_median", "first_event_s_median", "first_event_s_max",
     ])  # fmt: skip
