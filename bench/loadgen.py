@@ -157,6 +157,18 @@ class SSEParser:
         return events
 
 
+async def post_query(
+    conn: SSEConnection, path: str, payload: bytes, headers: dict[str, str]
+) -> str | None:
+    """Sends one query. None when the reply is an event stream (to be read next), else what
+    came instead (its body read, so that the connection stays usable)."""
+    status, is_stream = await conn.post(path, payload, headers)
+    if status == 200 and is_stream:
+        return None
+    raw = b"".join([chunk async for chunk in conn.chunks()])
+    return f"HTTP {status}: {raw[:200].decode(errors='replace')}"
+
+
 async def chat(
     conn: SSEConnection,
     path: str,
@@ -179,10 +191,8 @@ async def chat(
     read_before = conn.bytes_read
     try:
         async with asyncio.timeout(timeout):
-            status, is_stream = await conn.post(path, payload, headers)
-            if status != 200 or not is_stream:
-                raw = b"".join([chunk async for chunk in conn.chunks()])
-                result.error = f"HTTP {status}: {raw[:200].decode(errors='replace')}"
+            result.error = await post_query(conn, path, payload, headers)
+            if result.error is not None:
                 return result
             parser = SSEParser()
             async for chunk in conn.chunks():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.figures import pct, rnd
-from bench.loadgen import SSEConnection
+from bench.loadgen import SSEConnection, post_query
 from bench.models import MARKER
 from bench.processes import Child, cpu_seconds, memory_kb
 
@@ -61,11 +61,8 @@ async def steady_chat(
     result.started = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
-            status, is_stream = await conn.post(path, body, headers)
-            if status != 200 or not is_stream:
-                raw = b"".join([chunk async for chunk in conn.chunks()])
-                result.error = f"HTTP {status}: {raw[:200].decode(errors='replace')}"
-            else:
+            result.error = await post_query(conn, path, body, headers)
+            if result.error is None:
                 tail = b""
                 async for chunk in conn.chunks():
                     seen = tail + chunk
