@@ -14,8 +14,8 @@ from pathlib import Path
 
 import modal
 
-from bots import loader
 from bots.errors import ConfigError
+from bots.spec import loader
 
 APP_NAME = "poe-pipelines"
 SECRET_NAME = "poe-pipelines"  # a Modal secret holding each bot's <ID>_ACCESS_KEY
@@ -91,7 +91,7 @@ app = modal.App(APP_NAME)
 def fastapi_app():  # type: ignore[no-untyped-def]
     """Every bot of pipelines.yaml, each at /<bot id>. A bot whose access key is missing from
     the secret refuses every request (the log says which variable to add)."""
-    from bots.server import build_app
+    from bots.serve.server import build_app
 
     return build_app(CONFIG, deployed_with=SECRET_NAME)
 

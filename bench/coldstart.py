@@ -43,7 +43,7 @@ async def cold_start(
 ) -> dict[str, float]:
     """One cold start: seconds from spawning the server to its port accepting, and to the
     first event of a first reply."""
-    from tests.standin import query_body
+    from standin.user import query_body
 
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "POE_BASE_URL": standin_url + "/bot/"}

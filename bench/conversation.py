@@ -31,9 +31,11 @@ from typing import Any
 
 import httpx
 
-from bots import loader
-from bots.server import build_app
-from tests.standin import Behavior, StandIn, poe_query, serve_app
+from bots.serve.server import build_app
+from bots.spec import loader
+from standin.poe import Behavior, StandIn
+from standin.serving import serve_app
+from standin.user import poe_query
 
 ROOT = Path(__file__).resolve().parent.parent
 COUNCIL = ("GPT-5", "Claude-Sonnet-4.5", "Gemini-2.5-Pro", "Claude-Opus-4.1")

@@ -72,7 +72,7 @@ class Bench:
         base_url = self.standin.url + "/bot/"
         if kind != "pipelines":
             return {"kind": kind, "base_url": base_url, "dependency": "Dep", **extra}
-        from bots import loader
+        from bots.spec import loader
 
         config = loader.parse(self.config_text, "bench.yaml")
         env = {plan.access_key_env: self.keys[bot_id] for bot_id, plan in config.bots.items()}

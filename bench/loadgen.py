@@ -181,7 +181,7 @@ async def chat(
 ) -> Chat:
     """Plays Poe for one message on `conn`: POST the query to `path`, read the SSE reply to its
     `done`. Times count from just before the request is written."""
-    from tests.standin import query_body
+    from standin.user import query_body
 
     body = query_body("Tell me something.")
     headers = {"Authorization": f"Bearer {key}"} if key else {}

@@ -77,7 +77,7 @@ SCALE_BOTS = ("ScaleA", "ScaleB", "ScaleC")
 
 
 def behaviors(p: Params) -> dict[str, dict[str, Any]]:
-    """The stand-in's dependency bots (as `tests.standin.Behavior` keyword arguments)."""
+    """The stand-in's dependency bots (as `standin.poe.Behavior` keyword arguments)."""
 
     def words(name: str, n: int) -> str:
         return " ".join(f"{name.lower()}{i}" for i in range(n))

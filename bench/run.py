@@ -7,7 +7,7 @@
 
 Three kinds of process, so that none shares an event loop with another:
 
-* the stand-in for Poe's bot query API (`tests.standin.StandIn`, every caller admitted), with
+* the stand-in for Poe's bot query API (`standin.poe.StandIn`, every caller admitted), with
   dependency bots whose timing is set (first token, tokens, gap between tokens); it also notes
   when each upstream stream started and ended, so a reply's time can be compared with what its
   own dependencies took under the same load;

@@ -118,7 +118,7 @@ def child_standin(spec: dict[str, Any]) -> None:
     """The stand-in for Poe, noting each upstream stream's start and end (monotonic clock,
     which is the same clock in every process of this machine)."""
     from bench.models import Model, ModelStreams
-    from tests.standin import Behavior, StandIn
+    from standin.poe import Behavior, StandIn
 
     models = ModelStreams(
         {name: Model(**{k: tuple(v) if isinstance(v, list) else v for k, v in m.items()})
@@ -233,8 +233,8 @@ def child_server(spec: dict[str, Any]) -> None:
 
     logging.getLogger("uvicorn.default").setLevel(logging.ERROR)
     if spec["kind"] == "pipelines":
-        from bots import loader
-        from bots.server import build_app
+        from bots.serve.server import build_app
+        from bots.spec import loader
 
         config = loader.parse(spec["yaml"], "bench.yaml")
         app = build_app(config, environ=spec["env"], base_url=spec["base_url"])

@@ -45,7 +45,7 @@ class Arrival:
 
 def new_arrival() -> tuple[Arrival, bytes]:
     """A chat about to start, and the body of its query."""
-    from tests.standin import query_body
+    from standin.user import query_body
 
     body = query_body("Tell me something.")
     return Arrival(body["message_id"], time.monotonic()), json.dumps(body).encode()

@@ -23,9 +23,10 @@ import time
 from collections.abc import Sequence
 
 from bench.figures import pct
-from tests.collector import closed_port, serve_collector
-from tests.conftest import serve_pipelines
-from tests.standin import Behavior
+from standin.collector import serve_collector
+from standin.poe import Behavior
+from standin.served import serve_pipelines
+from standin.serving import closed_port
 
 PIPELINE = """\
     version: 1

@@ -1,3 +1,3 @@
-from .cli import main
+from bots.cli import main
 
 main()

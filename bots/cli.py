@@ -9,11 +9,11 @@ import re
 import sys
 from collections.abc import Sequence
 
-from . import loader
-from .errors import ConfigError
-from .format import POE_NAME_PATTERN, PipelineFile
-from .graph import mermaid
-from .throttle import POE_API_RATE
+from bots.errors import ConfigError
+from bots.evals.throttle import POE_API_RATE
+from bots.spec import loader
+from bots.spec.format import POE_NAME_PATTERN, PipelineFile
+from bots.tools.graph import mermaid
 
 
 def _report(error: ConfigError, path: str) -> None:
@@ -83,7 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config)
     import uvicorn
 
-    from .server import build_app
+    from bots.serve.server import build_app
 
     print(budget_table(config))
     for bot_id in config.bots:
@@ -97,7 +97,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
 
-    from . import chat
+    from bots.tools import chat
 
     config = _load_or_exit(args.config)
     plan = config.bots.get(args.bot)
@@ -136,7 +136,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
 
-    from . import cases
+    from bots.tools import cases
 
     config = _load_or_exit(args.config, status=2)
     if args.cases == cases.DEFAULT_PATH and not Path(args.cases).exists():
@@ -155,9 +155,11 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from . import dataset, evals, script
-    from .judge import Judge
-    from .throttle import parse_rate
+    from bots.evals import comparison as evals
+    from bots.evals import dataset
+    from bots.evals.judge import Judge
+    from bots.evals.throttle import parse_rate
+    from bots.tools import script
 
     config = _load_or_exit(args.config)
     try:
@@ -185,7 +187,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 2
     api_key = os.environ.get("POE_API_KEY", "")
     if not args.dry_run and not api_key:
-        from .chat import KEY_HELP
+        from bots.tools.chat import KEY_HELP
 
         print(KEY_HELP, file=sys.stderr)
         return 2

@@ -7,10 +7,12 @@ import json
 
 import pytest
 
-from bots import loader, script, transcript
-from bots.simulator import SimulatedCaller
-from tests.conftest import serve_pipelines
-from tests.standin import Behavior, PoeChat
+from bots.spec import loader
+from bots.tools import script, transcript
+from bots.tools.simulator import SimulatedCaller
+from standin.poe import Behavior
+from standin.served import serve_pipelines
+from standin.user import PoeChat
 
 MAPPED = """\
     version: 1
@@ -236,7 +238,7 @@ def test_the_worst_case_multiplies_by_max_items_and_repeat() -> None:
 
 
 def test_items_of_a_map_read_as_lists_texts_or_mappings() -> None:
-    from bots.filters import items_of
+    from bots.spec.filters import items_of
 
     assert items_of(["a", 1]) == ["a", 1]
     assert items_of("x\n\n y ") == ["x", "y"]
@@ -246,7 +248,7 @@ def test_items_of_a_map_read_as_lists_texts_or_mappings() -> None:
 
 
 async def test_the_shipped_research_and_solver_bots_run_end_to_end() -> None:
-    from tests.conftest import ROOT
+    from standin.serving import ROOT
 
     shipped = (ROOT / "pipelines.yaml").read_text()
     behaviors = {

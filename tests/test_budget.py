@@ -12,11 +12,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bots import loader
-from bots.budget import CallGuard
 from bots.errors import BudgetExceeded
-from tests.conftest import serve_pipelines
-from tests.standin import Behavior
+from bots.spec import loader
+from bots.spec.budget import CallGuard
+from standin.poe import Behavior
+from standin.served import serve_pipelines
 
 BOTS = ["A", "B", "C", "D"]
 SLIDER_MAX = 2

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from bots import loader
-from tests.conftest import ROOT
+from bots.spec import loader
+from standin.serving import ROOT
 
 
 async def bots_test(*args: str) -> tuple[int, str, str]:

@@ -9,8 +9,8 @@ import sys
 from asyncio.subprocess import PIPE
 from pathlib import Path
 
-from tests.conftest import ROOT
-from tests.standin import Behavior, StandIn
+from standin.poe import Behavior, StandIn
+from standin.serving import ROOT
 
 
 async def chat(

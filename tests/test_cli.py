@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from standin.serving import ROOT
 
 
 def bots(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -9,14 +9,15 @@ import textwrap
 import fastapi_poe as fp
 import pytest
 
-from bots import loader
-from bots.controls import parameter_controls
-from bots.engine import Run
 from bots.errors import ConfigError
-from bots.reply import Pacing, Reply
-from bots.simulator import SimulatedCaller
-from tests.conftest import serve_pipelines
-from tests.standin import Behavior, query_body
+from bots.run.engine import Run
+from bots.run.reply import Pacing, Reply
+from bots.spec import loader
+from bots.spec.controls import parameter_controls
+from bots.tools.simulator import SimulatedCaller
+from standin.poe import Behavior
+from standin.served import serve_pipelines
+from standin.user import query_body
 
 CONTROLS = """\
     version: 1

@@ -6,7 +6,7 @@ import json
 
 import fastapi_poe as fp
 
-from bots.conversation import (
+from bots.run.conversation import (
     ANSWER_RECORD_CAP,
     METADATA_CAP,
     PROMPT_RECORD_CAP,

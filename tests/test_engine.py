@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 
-from bots.reply import Pacing
-from tests.conftest import serve_pipelines
-from tests.standin import Behavior, Reply
+from bots.run.reply import Pacing
+from standin.poe import Behavior
+from standin.served import serve_pipelines
+from standin.user import Reply
 
 
 def echoed(text: str) -> dict:

@@ -20,10 +20,11 @@ from typing import Any
 import fastapi_poe as fp
 import pytest
 
-from bots import dataset, evals, judge
 from bots.errors import ConfigError
-from tests.conftest import ROOT
-from tests.standin import Behavior, StandIn
+from bots.evals import comparison as evals
+from bots.evals import dataset, judge
+from standin.poe import Behavior, StandIn
+from standin.serving import ROOT
 
 KEY = "user-api-key"
 PIPELINES = """\

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from bots.limits import REPLY_CHAR_LIMIT, TRUNCATED
-from tests.conftest import Served, serve_pipelines
-from tests.standin import Behavior
+from bots.run.limits import REPLY_CHAR_LIMIT, TRUNCATED
+from standin.poe import Behavior
+from standin.served import Served, serve_pipelines
 
 FAULTY = "bot: Faulty, show: stream, timeout: 0.4"
 VARIANTS = {

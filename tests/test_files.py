@@ -8,10 +8,11 @@ import textwrap
 
 import pytest
 
-from bots import loader
 from bots.errors import ConfigError
-from tests.conftest import ROOT, serve_pipelines
-from tests.standin import Behavior
+from bots.spec import loader
+from standin.poe import Behavior
+from standin.served import serve_pipelines
+from standin.serving import ROOT
 
 CAT = ("https://files.example/cat.png", "image/png", "cat.png")
 CLIP = ("https://files.example/clip.mp4", "video/mp4", "clip.mp4")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bots.errors import StepFailed
-from bots.templates import Branches, Template
+from bots.spec.templates import Branches, Template
 
 
 def render(source: str, **variables: Any) -> str:

@@ -15,10 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bots import loader
-from bots.server import build_app
-from tests.conftest import serve_pipelines
-from tests.standin import Behavior, query_body, serve_app
+from bots.serve.server import build_app
+from bots.spec import loader
+from standin.poe import Behavior
+from standin.served import serve_pipelines
+from standin.serving import serve_app
+from standin.user import query_body
 
 YAML = """\
     version: 1

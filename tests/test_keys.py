@@ -11,8 +11,9 @@ from asyncio.subprocess import PIPE
 
 import pytest
 
-from tests.conftest import ROOT, key_for, serve_pipelines
-from tests.standin import Behavior, StandIn
+from standin.poe import Behavior, StandIn
+from standin.served import key_for, serve_pipelines
+from standin.serving import ROOT
 
 YAML = """\
     version: 1

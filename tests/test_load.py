@@ -17,8 +17,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import key_for, serving_process
-from tests.standin import Behavior, StandIn, poe_query
+from standin.poe import Behavior, StandIn
+from standin.served import key_for
+from standin.serving import serving_process
+from standin.user import poe_query
 
 CHATS = int(os.environ.get("LOAD_CHATS", "40"))
 SECONDS = float(os.environ.get("LOAD_SECONDS", "4"))

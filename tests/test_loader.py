@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bots import loader
 from bots.errors import ConfigError
-from bots.format import CallStep, LoopStep, ParallelStep, RouteStep, TextStep
-from tests.conftest import ROOT
+from bots.spec import loader
+from bots.spec.format import CallStep, LoopStep, ParallelStep, RouteStep, TextStep
+from standin.serving import ROOT
 
 
 def parse(text: str) -> loader.Config:

@@ -13,8 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, key_for, serving_process
-from tests.standin import Behavior, StandIn, poe_query, serve_app
+from standin.poe import Behavior, StandIn
+from standin.served import key_for
+from standin.serving import ROOT, serve_app, serving_process
+from standin.user import poe_query
 
 
 def _decorators() -> dict[str, dict[str, str]]:

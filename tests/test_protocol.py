@@ -15,13 +15,15 @@ import logging
 import httpx
 import pytest
 
-from bots import loader
-from bots.limits import REPLY_CHAR_LIMIT, TRUNCATED
-from bots.logs import JsonFormatter
-from bots.reply import Pacing
-from bots.server import build_app
-from tests.conftest import serve_pipelines
-from tests.standin import Behavior, PoeChat, identifier, poe_query, serve_app
+from bots.run.limits import REPLY_CHAR_LIMIT, TRUNCATED
+from bots.run.reply import Pacing
+from bots.serve.logs import JsonFormatter
+from bots.serve.server import build_app
+from bots.spec import loader
+from standin.poe import Behavior
+from standin.served import serve_pipelines
+from standin.serving import serve_app
+from standin.user import PoeChat, identifier, poe_query
 
 FAST = Pacing(delta_gap=0.005, replace_gap=0.02, status_delay=0.05)
 

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, serving_process
-from tests.standin import Behavior, StandIn
+from standin.poe import Behavior, StandIn
+from standin.serving import ROOT, serving_process
 
 
 def readme_commands() -> list[str]:

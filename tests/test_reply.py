@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import fastapi_poe as fp
 
-from bots.limits import REPLY_CHAR_LIMIT, STREAM_EVENT_LIMIT, TRUNCATED
-from bots.reply import NO_ANSWER, Pacing, Reply
-from tests.standin import Reply as PoeReply
-from tests.standin import read_events
+from bots.run.limits import REPLY_CHAR_LIMIT, STREAM_EVENT_LIMIT, TRUNCATED
+from bots.run.reply import NO_ANSWER, Pacing, Reply
+from standin.user import Reply as PoeReply
+from standin.user import read_events
 
 FAST = Pacing(delta_gap=0.0, delta_gap_after_2000=0.0, replace_gap=0.01, status_delay=0.05)
 

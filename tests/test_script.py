@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from bots import loader, script, transcript
 from bots.errors import ConfigError
-from bots.reply import Pacing
-from bots.script import Answer, Script
-from bots.simulator import SimulatedCaller
+from bots.run.reply import Pacing
+from bots.spec import loader
+from bots.tools import script, transcript
+from bots.tools.script import Answer, Script
+from bots.tools.simulator import SimulatedCaller
 from tests.test_chat import chat
 
 FAST = Pacing(delta_gap=0, delta_gap_after_2000=0, replace_gap=0, status_delay=3600)

@@ -12,10 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bots import loader
-from bots.server import build_app
-from tests.conftest import ROOT, key_for, serve_pipelines
-from tests.standin import Behavior, StandIn, query_body, serve_app
+from bots.serve.server import build_app
+from bots.spec import loader
+from standin.poe import Behavior, StandIn
+from standin.served import key_for, serve_pipelines
+from standin.serving import ROOT, serve_app
+from standin.user import query_body
 
 TWO_BOTS = """\
     version: 1

@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 
-from bots import trace
-from tests.collector import attributes, closed_port, serve_collector
-from tests.conftest import serve_pipelines
-from tests.standin import Behavior, identifier
+from bots.run import trace
+from standin.collector import attributes, serve_collector
+from standin.poe import Behavior
+from standin.served import serve_pipelines
+from standin.serving import closed_port
+from standin.user import identifier
 
 EVERY_KIND = """\
     version: 1
@@ -255,7 +257,7 @@ async def test_without_an_endpoint_nothing_is_traced_and_reactions_are_still_log
 def test_serving_without_traces_never_loads_the_sdk_or_the_exporter() -> None:
     """(FastAPI itself imports OpenTelemetry's small API package when it is installed.)"""
     code = (
-        "import sys; from bots import loader, server\n"
+        "import sys; from bots.serve import server; from bots.spec import loader\n"
         "server.build_app(loader.load('pipelines.yaml'), environ={})\n"
         "heavy = ('opentelemetry.sdk', 'opentelemetry.exporter', 'google.protobuf', 'requests')\n"
         "print(sorted(m for m in sys.modules if m.startswith(heavy)))"

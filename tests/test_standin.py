@@ -16,17 +16,9 @@ from fastapi_poe.client import BotError, BotErrorNoRetry
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.standin import (
-    Behavior,
-    Reply,
-    ScriptedBot,
-    StandIn,
-    chunks,
-    echo_text,
-    identifier,
-    poe_query,
-    serve_app,
-)
+from standin.poe import Behavior, ScriptedBot, StandIn, chunks, echo_text
+from standin.serving import serve_app
+from standin.user import Reply, identifier, poe_query
 
 KEY = "caller-key-0123456789abcdef01234"  # the calling server bot's access key
 UNDECLARED = "Bot Caller called on bot that has 0 or undefined call count in settings"

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from bots import loader
 from bots.errors import ConfigError, StepFailed
-from bots.templates import Branches, Template, truthy
-from tests.conftest import serve_pipelines
-from tests.standin import Behavior
+from bots.spec import loader
+from bots.spec.templates import Branches, Template, truthy
+from standin.poe import Behavior
+from standin.served import serve_pipelines
 
 
 @pytest.mark.parametrize(

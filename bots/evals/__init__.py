@@ -1,0 +1,2 @@
+"""Evals: pipeline bots against a baseline on a dataset, judged, throttled, kept and
+reported."""

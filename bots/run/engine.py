@@ -1,0 +1,277 @@
+"""The engine: runs one bot's pipeline for one user message, writing into a `Reply`.
+
+Steps are typed objects from `format`; each runs with a `Slot`, the place its visible output
+goes (nowhere for hidden steps), and a `Scope`, what its templates see (`scope`). A sequence
+hands its slot to its last step; an explicit `show` opens a new slot. Steps that run side by
+side (parallel branches, map items, repeated samples) are `branches`'s; a call step's tries are
+`calls`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastapi_poe as fp
+
+from bots.errors import RunError, StepFailed
+from bots.run import branches, conversation
+from bots.run.calls import DEFAULT_CALL_TIMEOUT, Calls
+from bots.run.client import Caller
+from bots.run.reply import Reply
+from bots.run.scope import HIDDEN, Scope, Slot
+from bots.run.trace import TraceEntry, inside
+from bots.spec import controls
+from bots.spec.filters import shorten
+from bots.spec.format import (
+    CallStep,
+    LoopStep,
+    MapStep,
+    ParallelStep,
+    RouteStep,
+    StepBase,
+    TextStep,
+)
+from bots.spec.loader import BotPlan, ids_in
+from bots.spec.templates import LOOP_VARIABLES
+
+log = logging.getLogger("bots.engine")  # the name in the log, as creators grep it
+
+REPLY_DEADLINE = 570.0
+"""Seconds a whole reply may take; Poe drops replies after 600 s."""
+
+
+@dataclass
+class Run:
+    """One user message being answered by one bot."""
+
+    plan: BotPlan
+    request: fp.QueryRequest
+    reply: Reply
+    caller: Caller
+    call_timeout: float = DEFAULT_CALL_TIMEOUT
+    variables: dict[str, Any] = field(init=False)  # what the top-level steps' templates see
+    calls: Calls = field(init=False)
+    trace: list[TraceEntry] = field(default_factory=list)
+    failure: str | None = None  # why the pipeline stopped, fit for logs
+    files: dict[str, list[fp.Attachment]] = field(default_factory=dict)  # per step id
+    routes: dict[str, list[str]] = field(default_factory=dict)  # route path -> cases taken
+    started: float = field(default_factory=time.time)  # wall clock, seconds since the epoch
+
+    def __post_init__(self) -> None:
+        self.calls = Calls(self.plan, self.request, self.reply, self.caller, self.call_timeout)
+        self.calls.trace = self.trace
+        given = self.request.query[-1].parameters if self.request.query else {}
+        params, notes = controls.values(self.plan.spec.controls, given)
+        for note in notes:  # a value the user set that its control does not allow
+            self.trace.append(TraceEntry("params", "param", None, 0.0, 0, note))
+        self.variables = conversation.template_variables(self.request, params)
+        # every id is defined from the start ("" until its step runs): the loader has checked
+        # the order, and steps in routes not taken or loops not yet run read as empty
+        ids = list(ids_in(self.plan.spec.steps))
+        self.variables.update(dict.fromkeys(ids, ""))
+        self.variables["files"] = {step_id: [] for step_id in ids}  # and no files yet
+
+    async def execute(self, deadline: float = REPLY_DEADLINE) -> None:
+        """Runs the pipeline into the reply, then finishes the reply whatever happened."""
+        top = Slot(self.reply, "stream")
+        self.calls.deadline = asyncio.get_running_loop().time() + deadline
+        try:
+            async with asyncio.timeout_at(self.calls.deadline):
+                await self.sequence(self.plan.spec.steps, top, Scope(self.variables, self.files))
+        except RunError as e:
+            self.reply.error, self.failure = str(e), e.log_reason
+            self.reply.error_type = e.error_type if isinstance(e, StepFailed) else None
+        except TimeoutError:
+            self.reply.error = (
+                f"The reply ran out of time after {deadline:g} seconds (Poe allows 10 minutes), "
+                "so it stopped here."
+            )
+            self.failure = f"out of time after {deadline:g} s"
+        except Exception:
+            log.exception("bot %s: unexpected error in the pipeline", self.plan.id)
+            self.reply.error = (
+                "Something went wrong inside this bot's pipeline; it has been logged."
+            )
+            self.failure = "unexpected error (logged above)"
+        finally:
+            top.close()
+            if self.calls.records:
+                records = self.calls.records
+                self.reply.metadata = lambda shown: conversation.write_metadata(records, shown)
+            self.reply.finish()
+
+    def summary(self, seconds: float) -> dict[str, Any]:
+        """What happened, for the per-message log line and the message's span: identifiers,
+        counts and the engine's own words (never the user's text, a prompt, an answer or a
+        key)."""
+        reply = self.reply
+        outcome = ("failed" if reply.error else "done") if reply.finished else "cancelled"
+        fields: dict[str, Any] = {
+            "event": "reply",
+            "bot": self.plan.id,
+            "message_id": self.request.message_id,
+            "conversation_id": self.request.conversation_id,
+            "outcome": outcome,
+            "seconds": round(seconds, 3),
+            "calls": self.calls.guard.calls,
+            "calls_declared": self.plan.cost.total,
+            "events": reply.events,
+            "characters": reply.allowance.chars,
+        }
+        if reply.cut:
+            fields["cut"] = True  # at Poe's limit of 100,000 characters
+        if self.failure:
+            fields["failure"] = self.failure
+        if reply.error_type:
+            fields["error_type"] = reply.error_type
+        if self.calls.failures:
+            fields["failed_calls"] = self.calls.failures
+        return fields
+
+    # --- structure -------------------------------------------------------------------------
+
+    async def sequence(self, steps: Sequence[StepBase], slot: Slot, scope: Scope) -> Any:
+        value: Any = ""
+        for i, step in enumerate(steps):
+            value = await self.step(step, slot if i == len(steps) - 1 else HIDDEN, scope)
+        return value
+
+    async def step(
+        self, step: StepBase, inherited: Slot, scope: Scope, *, strict: bool = False
+    ) -> Any:
+        """Runs any step: its `show`, `when` and `on_error`, and records its output."""
+        slot = Slot(self.reply, step.show) if step.show else inherited
+        path = step.path + scope.instance
+        entry = TraceEntry(path, step.kind, getattr(step, "bot", None), 0.0, 0, "ok")
+        if step.id:
+            entry.facts["id"] = step.id
+        self.trace.append(entry)
+        started, calls_before = time.monotonic(), self.calls.made
+        try:
+            when = step.template("when")
+            if when is not None:
+                entry.facts["when"] = when.is_true(scope.variables)
+            if entry.facts.get("when") is False:
+                entry.outcome = "skipped"
+                # a skipped step keeps its output ("" at first; in a loop, the last round's)
+                return scope.variables.get(step.id, "") if step.id else ""
+            with inside(entry):
+                value: Any = await self._dispatch(step, slot, scope, entry)
+        except StepFailed as e:
+            entry.outcome = f"failed: {e}"
+            entry.facts["failure"] = e.log_reason
+            if strict or step.on_error == "fail":
+                raise
+            part = slot.part()
+            if part is not None:
+                part.note(str(e))
+            value = ""
+        except asyncio.CancelledError:
+            entry.outcome = "cancelled"
+            raise
+        finally:
+            if slot is not inherited:
+                slot.close()
+            entry.seconds = time.monotonic() - started
+        if step.id:
+            scope.variables[step.id] = value
+            files = self.calls.files_under(step.path, scope.instance, since=calls_before)
+            scope.files[step.id] = files
+            scope.variables["files"][step.id] = [conversation.describe(f) for f in files]
+        return value
+
+    async def _dispatch(self, step: StepBase, slot: Slot, scope: Scope, entry: TraceEntry) -> Any:
+        if isinstance(step, CallStep):
+            if step.repeat:
+                return await branches.samples(self, step, slot, scope)
+            part = slot.part()
+            return await self.calls.call(step, part, scope.variables, scope.files, scope.instance)
+        if isinstance(step, TextStep):
+            text = _render(step, "text", scope)
+            part = slot.part()
+            if part is not None:
+                part.replace(text)
+            return text
+        if isinstance(step, ParallelStep):
+            if step.wait == "all":
+                return await branches.fan_out(self, step, slot, scope)
+            needed = 1 if step.wait == "first" else step.wait
+            return await branches.first(self, step, slot, scope, needed)
+        if isinstance(step, RouteStep):
+            return await self.route(step, slot, scope, entry)
+        if isinstance(step, MapStep):
+            return await branches.map_items(self, step, slot, scope, entry)
+        assert isinstance(step, LoopStep)
+        return await self.loop(step, slot, scope)
+
+    async def route(self, step: RouteStep, slot: Slot, scope: Scope, entry: TraceEntry) -> Any:
+        chosen = _render(step, "route", scope)
+        key = _match(chosen, step.cases)
+        case = step.cases[key] if key is not None else step.default
+        name = key if key is not None else ("default" if case is not None else NO_CASE)
+        self.routes.setdefault(step.path, []).append(name)
+        entry.detail = f"compared {shorten(chosen, 60)!r}: took {name}"
+        entry.facts["case"], entry.content["value"] = name, chosen
+        if case is None:
+            log.info("bot %s: %s: no case matched and there is no default", self.plan.id, step.path)
+            return ""
+        return await self.sequence(case, slot, scope)
+
+    async def loop(self, step: LoopStep, slot: Slot, scope: Scope) -> Any:
+        variables = scope.variables
+        saved = {name: variables.get(name) for name in LOOP_VARIABLES}
+        value: Any = ""
+        try:
+            rounds = step.loop.bound
+            if step.loop.slider is not None:  # the user's choice, within the slider's range
+                rounds = min(rounds, int(variables["params"][step.loop.slider]))
+            until = step.template("until")
+            for iteration in range(1, rounds + 1):
+                variables["iteration"] = iteration
+                path = step.path + scope.instance
+                entry = TraceEntry(path, "round", None, 0.0, 0, f"round {iteration}")
+                started = time.monotonic()
+                with inside(entry):
+                    value = await self.sequence(step.loop.steps, slot, scope)
+                done = until is not None and until.is_true(variables)
+                entry.seconds = time.monotonic() - started
+                entry.facts["round"] = iteration
+                if until is not None:
+                    entry.facts["until"] = done
+                    entry.detail = f"until: {str(done).lower()}, " + (
+                        "so it stops" if done else
+                        "and that was the last round" if iteration == rounds else "so another round"
+                    )  # fmt: skip
+                self.trace.append(entry)
+                if done:
+                    break
+        finally:
+            variables.update(saved)
+        return value
+
+
+def _render(step: StepBase, name: str, scope: Scope) -> str:
+    template = step.template(name)
+    return template.render(scope.variables) if template is not None else ""
+
+
+NO_CASE = "no case"
+"""What a route took when no case matched and it has no default."""
+
+
+def _match(value: str, cases: dict[str, list[Any]]) -> str | None:
+    """The case whose key equals the value; failing that, equal once trimmed of spaces,
+    punctuation, quotes and case (classifier bots often answer 'Code.' for `code`)."""
+    if value in cases:
+        return value
+
+    def norm(text: str) -> str:
+        return text.strip().strip(" \t\n.,;:!?\"'`*_()[]").casefold()
+
+    wanted = norm(value)
+    return next((key for key in cases if norm(key) == wanted), None)

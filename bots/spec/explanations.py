@@ -1,0 +1,177 @@
+"""How a validation error reads: pydantic's errors located in the file and put in a
+creator's words (what is wrong, what is allowed, a likely fix). Used for pipelines.yaml, and
+for the other YAML files a creator writes (answers, test cases) through `validated`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from bots.errors import ConfigError, Problem
+from bots.spec import format as fmt
+from bots.spec.controls import CONTROL_MODELS, control_kind
+from bots.spec.document import Document, Loc, dotted
+from bots.spec.format import BotSpec, PipelineFile
+
+ModelFor = Callable[[Loc, Any], type[BaseModel] | None]
+"""The model whose fields are the valid keys of the mapping at a place in a file."""
+M = TypeVar("M", bound=BaseModel)
+
+
+_MISSING = object()
+
+
+def real_loc(loc: Sequence[str | int], data: Any) -> Loc:
+    """Drops the union tags pydantic puts after a step's index, keeping the keys in the data."""
+    out: list[str | int] = []
+    skipped_at: dict[int, bool] = {}
+    current = data
+    for part in loc:
+        # pydantic names the union member right after a step's index (or first, for one step)
+        after_index = not out or isinstance(out[-1], int)
+        tag = fmt.step_kind(current) or control_kind(current)
+        if after_index and part == tag and not skipped_at.get(len(out)):
+            skipped_at[len(out)] = True
+            continue
+        if isinstance(part, int) and current is not _MISSING and not isinstance(current, list):
+            continue  # one value that a model takes as a list of one (`answers: {x: text}`)
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
+            current = current[part]
+        else:
+            current = _MISSING
+        out.append(part)
+    return tuple(out)
+
+
+def _model_for(loc: Loc, data: Any) -> type[BaseModel] | None:
+    """The model whose fields are the valid keys of the mapping at `loc` in the file."""
+    if not loc:
+        return PipelineFile
+    if len(loc) == 2 and loc[0] == "bots":
+        return BotSpec
+    if loc[-1] == "loop":
+        return fmt.LoopSpec
+    if len(loc) > 1 and loc[-2] == "controls" and isinstance(loc[-1], int):
+        control = control_kind(data)
+        return CONTROL_MODELS[control] if control else None
+    kind = fmt.step_kind(data)
+    return fmt.STEP_MODELS[kind] if kind else None
+
+
+def located(
+    error: ValidationError, data: Any, base: Loc = (), model_for: ModelFor | None = None
+) -> Iterator[tuple[Loc, str]]:
+    """Each of pydantic's errors about `data` (found at `base` in its file): where it is in
+    the data, and what it says in a creator's words."""
+    for each in error.errors():
+        inner = real_loc(each["loc"], data)
+        parent = _get(data, inner[:-1])
+        yield inner, explain(dict(each), (*base, *inner), parent, model_for or _model_for)
+
+
+def read_source(name: str) -> str:
+    """A file a creator wrote, as text; ConfigError at FILE:1:1 when it cannot be read."""
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError([Problem(name, 1, 1, "", f"cannot read the file: {reason}")]) from e
+
+
+def validated(
+    name: str, model: type[M], model_for: ModelFor, *, wrap: str | None = None
+) -> tuple[M, Document]:
+    """A YAML file validated as `model`, and the document (where each key stands); raises
+    ConfigError with every problem at FILE:LINE:COL. With `wrap`, a file that is a list is
+    read as the mapping {wrap: the list}."""
+    document = Document(read_source(name))
+    data = document.data
+    wrapped = wrap is not None and isinstance(data, list)
+    if wrapped:
+        data = {wrap: data}
+
+    def problem(loc: Loc, message: str, at: tuple[int, int] | None = None) -> Problem:
+        line, column = at or document.position(loc[1:] if wrapped else loc)
+        return Problem(name, line, column, dotted(loc), message)
+
+    problems = [problem(loc, message, at) for loc, message, at in document.problems]
+    if not problems and not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        problems.append(problem((), f"expected a mapping of keys, got {got}"))
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return model.model_validate(data), document
+    except ValidationError as e:
+        found = located(e, data, (), model_for)
+        raise ConfigError([problem(loc, message) for loc, message in found]) from None
+
+
+def _get(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def explain(error: dict[str, Any], loc: Loc, parent: Any, model_for: ModelFor) -> str:
+    kind, message, value = error["type"], error["msg"], error.get("input")
+    key = loc[-1] if loc else ""
+    if kind == "extra_forbidden":
+        model = model_for(loc[:-1], parent)
+        allowed = sorted(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown key {key!r}; {hint}allowed here: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"{key!r} is required here"
+    if kind == "step_kind":
+        present = [k for k in fmt.STEP_KINDS if isinstance(value, dict) and k in value]
+        found = " and ".join(present) if present else "none of them"
+        if not isinstance(value, dict):
+            found = f"{type(value).__name__} {value!r}"
+        elif not present:
+            guesses = [
+                f"{close[0]!r} for {key!r}"
+                for key in value
+                if (close := difflib.get_close_matches(str(key), fmt.STEP_KINDS, n=1))
+            ]
+            if guesses:
+                found += f" (did you mean {', '.join(guesses)}?)"
+        return f"a step needs exactly one of {', '.join(fmt.STEP_KINDS)}; found {found}"
+    if kind == "control_kind":
+        present = [k for k in CONTROL_MODELS if isinstance(value, dict) and k in value]
+        found = " and ".join(present) if present else "none of them"
+        return f"{message}; found {found}"
+    if kind == "string_pattern_mismatch" and (
+        key in ("bot", "fallback") or len(loc) > 1 and loc[-2] == "fallback"
+    ):
+        fixed = re.sub(r"[^A-Za-z0-9._-]+", "-", str(value)).strip("-._")
+        hint = f"; did you mean {fixed!r}?" if fixed and fixed != value else ""
+        return (
+            f"{value!r} cannot be a Poe bot name: names (as in poe.com/<name>) use only "
+            f"letters, digits, '-', '_' and '.'{hint}"
+        )
+    if kind == "string_pattern_mismatch" and key in ("id", "access_key_env"):
+        what = "step id" if key == "id" else "variable name"
+        return (
+            f"{what} {value!r} may use only letters, digits and _ and must not start with a "
+            "digit (templates read step outputs by their id)"
+        )
+    message = str(message).removeprefix("Value error, ")
+    if kind.startswith("value_error") or kind == "assertion_error":
+        return message
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return f"got {shown}: {message[0].lower()}{message[1:]}"

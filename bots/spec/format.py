@@ -1,0 +1,354 @@
+"""The pipelines.yaml format, as typed pydantic models.
+
+Each step kind is its own model, told apart by the one key it has (`bot`, `parallel`, `route`,
+`loop`, `text`), so the engine walks typed objects. Cross-field rules that need the whole file
+(ids defined before use, budgets) live in `loader` and `budget`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    field_validator,
+)
+
+from bots.spec.controls import LOOP_BOUND, Control
+from bots.spec.templates import Template
+
+POE_CALL_CAP = 100
+"""Poe refuses more than this many dependency calls for one user message."""
+
+BOT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+POE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+"""A Poe bot's handle, as in poe.com/<name>: letters, digits, '-', '_' and '.'."""
+PoeName = Annotated[str, Field(min_length=1, max_length=100, pattern=POE_NAME_PATTERN)]
+STEP_KINDS = ("bot", "parallel", "route", "loop", "map", "text")
+MAX_ITEMS = 20
+"""The most items a `map` may run its steps for (its budget multiplies by max_items)."""
+
+Show = Literal["stream", "sections", "final", "hide"]
+OnError = Literal["fail", "continue"]
+Wait = Literal["all", "first"] | Annotated[int, Field(ge=1, le=20)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+def _one_line(text: str) -> str:
+    if "\n" in text or not text.strip():
+        raise ValueError("expected one line of text (no line breaks), e.g. 'Thinking it over…'")
+    return text
+
+
+Wording = Annotated[str, Field(max_length=120), AfterValidator(_one_line)]
+WAITING_HELP = (
+    "What the progress line says while this step's calls (or the bot's) run and nothing is "
+    "shown yet, instead of 'Waiting for <bot names>…'; one line. An inner step's wins."
+)
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StepBase(Model):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = Field(
+        default=None, description="Name of the step's output in later templates."
+    )
+    show: Show | None = Field(
+        default=None,
+        description="How the user sees this step: stream, sections (parallel only), final or "
+        "hide. Default: the last top-level step streams, the rest are hidden.",
+    )
+    when: str | None = Field(default=None, description="Template; the step is skipped unless true.")
+    on_error: OnError = Field(default="fail", description="fail (default) or continue.")
+    waiting: Wording | None = Field(default=None, description=WAITING_HELP)
+
+    # Where the step stands in the file (e.g. "steps[1].parallel[0]"); set by the loader and
+    # used as the step's stable key in traces and reply metadata.
+    _path: str = PrivateAttr(default="")
+    # Compiled templates by field name ("prompt", "parameters.size"...); set by the loader.
+    _templates: dict[str, Template] = PrivateAttr(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def kind(self) -> str:
+        raise NotImplementedError
+
+    def template(self, name: str) -> Template | None:
+        """The compiled template of a field, or None when the field is not set."""
+        return self._templates.get(name)
+
+
+class CallStep(StepBase):
+    """One call to a dependency bot."""
+
+    bot: PoeName
+    prompt: str | None = Field(default=None, description="Template; default: the user's message.")
+    system: str | None = Field(default=None, description="Template for a system message.")
+    history: bool = Field(default=True, description="Send the conversation so far.")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="The message's parameters (string values are templates)."
+    )
+    attachments: bool | list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        default=True,
+        description="Files sent with the prompt: true (the user's), false (none), or a list "
+        "of sources: user, and ids of earlier steps (the files they produced).",
+    )
+    retries: Annotated[int, Field(ge=0, le=5)] = 0
+    fallback: list[PoeName] = Field(
+        default_factory=list, description="Bots tried in order when the call fails."
+    )
+    timeout: Annotated[float, Field(gt=0, le=590)] | None = Field(
+        default=None, description="Seconds for one try; default 120."
+    )
+    repeat: Annotated[int, Field(ge=2, le=10)] | None = Field(
+        default=None,
+        description="Independent calls made at once (2 to 10); the output is the list of "
+        "their answers.",
+    )
+
+    @property
+    def kind(self) -> str:
+        return "bot"
+
+    @property
+    def bots(self) -> list[str]:
+        """The bots this step may call, in the order it tries them."""
+        return [self.bot, *self.fallback]
+
+    @property
+    def sources(self) -> list[str]:
+        """Where the files sent with the prompt come from: `user`, and step ids."""
+        if isinstance(self.attachments, bool):
+            return ["user"] if self.attachments else []
+        return list(self.attachments)
+
+
+class ParallelStep(StepBase):
+    """Branches that run at the same time."""
+
+    parallel: Annotated[list[Step], Field(min_length=1, max_length=20)]
+    wait: Wait = Field(
+        default="all",
+        description="all; first (the first answer wins); or k: done when k branches succeed.",
+    )
+
+    @property
+    def kind(self) -> str:
+        return "parallel"
+
+
+class RouteStep(StepBase):
+    """Runs the case whose key equals the rendered `route` template."""
+
+    route: str
+    cases: Annotated[dict[str, list[Step]], Field(min_length=1)]
+    default: list[Step] | None = None
+
+    @property
+    def kind(self) -> str:
+        return "route"
+
+
+class LoopSpec(Model):
+    max: int | str = Field(
+        description='Rounds at most: 1 to 20, or "{{ params.NAME }}" naming a slider control.'
+    )
+    until: str | None = None
+    steps: Annotated[list[Step], Field(min_length=1)]
+
+    @field_validator("max", mode="before")
+    @classmethod
+    def _rounds(cls, value: Any) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 20:
+            return value
+        if isinstance(value, str) and LOOP_BOUND.match(value):
+            return value
+        raise ValueError(
+            f"got {value!r}: loop.max is a whole number from 1 to 20, or "
+            '"{{ params.NAME }}" naming a slider control'
+        )
+
+    # The most rounds it can run: `max`, or its slider's max_value; set by the loader.
+    _bound: int = PrivateAttr(default=0)
+
+    @property
+    def bound(self) -> int:
+        return self.max if isinstance(self.max, int) else self._bound
+
+    @property
+    def slider(self) -> str | None:
+        """The slider control whose value sets `max`, if one does."""
+        found = LOOP_BOUND.match(self.max) if isinstance(self.max, str) else None
+        return found.group(1) if found else None
+
+
+class LoopStep(StepBase):
+    """Repeats its steps up to `max` times, stopping early when `until` renders true."""
+
+    loop: LoopSpec
+
+    @property
+    def kind(self) -> str:
+        return "loop"
+
+
+class MapStep(StepBase):
+    """Runs its steps once per item of a list known at run time, concurrently."""
+
+    map: str = Field(
+        description='One template expression giving a list, e.g. "{{ plan | lines }}".'
+    )
+    max_items: Annotated[int, Field(ge=1, le=MAX_ITEMS)] = Field(
+        description="The most items run (extra items are dropped); the budget counts this many."
+    )
+    as_: Name = Field(default="item", alias="as", description="The item's name in the steps.")
+    concurrency: Annotated[int, Field(ge=1, le=MAX_ITEMS)] | None = Field(
+        default=None, description="Items run at once; default all."
+    )
+    steps: Annotated[list[Step], Field(min_length=1)]
+
+    @property
+    def kind(self) -> str:
+        return "map"
+
+
+class TextStep(StepBase):
+    """Emits rendered text; calls nobody."""
+
+    text: str
+
+    @property
+    def kind(self) -> str:
+        return "text"
+
+
+def step_kind(value: Any) -> str | None:
+    """The step kind of raw data (the one kind key present), or None."""
+    if isinstance(value, dict):
+        present = [k for k in STEP_KINDS if k in value]
+        return present[0] if len(present) == 1 else None
+    if isinstance(value, StepBase):
+        return value.kind
+    return None
+
+
+Step = Annotated[
+    Annotated[CallStep, Tag("bot")]
+    | Annotated[ParallelStep, Tag("parallel")]
+    | Annotated[RouteStep, Tag("route")]
+    | Annotated[LoopStep, Tag("loop")]
+    | Annotated[MapStep, Tag("map")]
+    | Annotated[TextStep, Tag("text")],
+    Discriminator(
+        step_kind,
+        custom_error_type="step_kind",
+        custom_error_message="a step needs exactly one of bot, parallel, route, loop, map, text",
+    ),
+]
+
+STEP_MODELS: dict[str, type[StepBase]] = {
+    "bot": CallStep,
+    "parallel": ParallelStep,
+    "route": RouteStep,
+    "loop": LoopStep,
+    "map": MapStep,
+    "text": TextStep,
+}
+
+
+class BotSpec(Model):
+    """One Poe server bot, served at /<bot id>."""
+
+    poe_name: str | None = Field(default=None, description="The bot's name on poe.com.")
+    access_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the access key; default <ID>_ACCESS_KEY.",
+    )
+    introduction: str | None = None
+    allow_attachments: bool = True
+    expand_text_attachments: bool | None = Field(
+        default=None, description="Poe adds parsed_content to text attachments (Poe's default)."
+    )
+    enable_image_comprehension: bool | None = Field(
+        default=None,
+        description="Poe adds parsed_content to images (limits users to one image a message).",
+    )
+    controls: list[Control] = Field(
+        default_factory=list, description="Poe's parameter controls: the knobs in its chat UI."
+    )
+    waiting: Wording | None = Field(default=None, description=WAITING_HELP)
+    steps: Annotated[list[Step], Field(min_length=1)]
+
+
+class PipelineFile(Model):
+    """The whole of pipelines.yaml."""
+
+    version: Literal[1]
+    call_budget: Annotated[int, Field(ge=1)] = Field(
+        default=10, description="Most dependency calls one user message may cost (at most 100)."
+    )
+    bots: Annotated[dict[str, BotSpec], Field(min_length=1)]
+
+    @field_validator("call_budget")
+    @classmethod
+    def _within_poe_cap(cls, value: int) -> int:
+        if value > POE_CALL_CAP:
+            raise ValueError(
+                f"call_budget {value} is above Poe's cap of {POE_CALL_CAP} calls per message; "
+                f"use 1 to {POE_CALL_CAP}"
+            )
+        return value
+
+
+def access_key_env(bot_id: str, spec: BotSpec) -> str:
+    """The environment variable that holds a bot's access key."""
+    return spec.access_key_env or f"{bot_id.upper().replace('-', '_')}_ACCESS_KEY"
+
+
+def within(path: str, ancestor: str) -> bool:
+    """Whether the step at `path` is the step at `ancestor` or nested in it
+    ("steps[1].parallel[0]" is within "steps[1]"; "steps[10]" is not)."""
+    return path == ancestor or path.startswith((ancestor + ".", ancestor + "["))
+
+
+def wordings(steps: Sequence[StepBase], inherited: str | None = None) -> dict[str, str]:
+    """Each call step's progress-line wording (`waiting`: its own, else the innermost step's
+    around it, else `inherited`), by path; calls with none are left out."""
+    found: dict[str, str] = {}
+    for step in steps:
+        own = step.waiting or inherited
+        if isinstance(step, CallStep) and own:
+            found[step.path] = own
+        for inner in children(step):
+            found |= wordings(inner, own)
+    return found
+
+
+def children(step: StepBase) -> list[Sequence[StepBase]]:
+    """The step lists nested directly in a step (branches count as one-step lists)."""
+    if isinstance(step, ParallelStep):
+        return [[branch] for branch in step.parallel]
+    if isinstance(step, RouteStep):
+        return [*step.cases.values(), *([step.default] if step.default is not None else [])]
+    if isinstance(step, LoopStep):
+        return [step.loop.steps]
+    if isinstance(step, MapStep):
+        return [step.steps]
+    return []
+
+
+for _model in (ParallelStep, RouteStep, LoopSpec, LoopStep, MapStep, BotSpec, PipelineFile):
+    _model.model_rebuild()

@@ -1,0 +1,201 @@
+"""Jinja2 templates of pipelines.yaml: compiled once at load, rendered sandboxed at run time.
+
+Templates are the operator's; what users type only ever arrives as data (`message`,
+`conversation`...), so it is never evaluated. The sandbox is immutable and undefined names are
+errors; the loader also refuses private attribute access before anything is served.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from jinja2 import meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from bots.errors import StepFailed
+from bots.spec.filters import FILTERS
+
+BUILTINS = frozenset({"message", "conversation", "params", "attachments", "files"})
+"""Variables every template sees; each step's output is added under its id."""
+LOOP_VARIABLES = frozenset({"iteration"})
+"""Extra variables inside a loop's steps and its `until`."""
+
+PROMPT_CHAR_CAP = 100_000
+"""Largest rendered prompt or system message sent to a dependency bot (characters)."""
+
+FALSE_WORDS = frozenset({"", "false", "no", "0", "none", "off", "n"})
+
+ENV = ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=False,
+)
+ENV.filters.update(FILTERS)  # lines, from_json, vote, numbered, shorten
+
+
+class Branches(dict[str, Any]):
+    """A parallel step's output: branch key -> text. Renders as headed sections."""
+
+    def __str__(self) -> str:
+        return "\n\n".join(f"### {key}\n\n{value}" for key, value in self.items())
+
+
+class TemplateProblem(ValueError):
+    """A template that does not compile or that reaches for something unsafe."""
+
+
+def _unsafe_names(ast: nodes.Template) -> list[str]:
+    found: list[str] = []
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        name: object = None
+        if isinstance(node, nodes.Getattr):
+            name = node.attr
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            name = node.arg.value
+        if isinstance(name, str) and name.startswith("_"):
+            found.append(name)
+    return found
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A compiled template, the variables it reads, and the named members it reads of each
+    (`params.rounds`, `files["picture"]`, `params.get("tone")` -> {"params": {"rounds",
+    "tone"}, "files": {"picture"}})."""
+
+    template: jinja2.Template
+    variables: set[str]
+    members: dict[str, set[str]]
+
+
+MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
+
+
+def _members(ast: nodes.Template) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Call)):
+        owner, member = None, None
+        if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name):
+            owner, member = node.node.name, node.attr
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.node, nodes.Name)
+            and isinstance(node.arg, nodes.Const)
+        ):
+            owner, member = node.node.name, node.arg.value
+        elif (
+            isinstance(node, nodes.Call)
+            and isinstance(node.node, nodes.Getattr)
+            and isinstance(node.node.node, nodes.Name)
+            and node.node.attr == "get"
+            and node.args
+            and isinstance(node.args[0], nodes.Const)
+        ):
+            owner, member = node.node.node.name, node.args[0].value
+        if owner is not None and isinstance(member, str) and member not in MAPPING_METHODS:
+            found.setdefault(owner, set()).add(member)
+    return found
+
+
+def compile_template(source: str) -> Compiled:
+    """Compiles a template, with the variables and members it reads.
+
+    Raises TemplateProblem with a one-line reason when it is invalid or unsafe.
+    """
+    try:
+        ast = ENV.parse(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise TemplateProblem(
+            f"template does not compile: {e.message} (template line {e.lineno})"
+        ) from e
+    for node_type, known, what in (
+        (nodes.Filter, ENV.filters, "filter"),
+        (nodes.Test, ENV.tests, "test"),
+    ):
+        for node in ast.find_all(node_type):
+            if node.name not in known:
+                close = difflib.get_close_matches(node.name, list(known), n=1)
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else f"Jinja2's {what}s are: {', '.join(sorted(known))}"
+                )
+                raise TemplateProblem(
+                    f"template line {node.lineno} uses the {what} {node.name!r}, which Jinja2 "
+                    f"does not have; {hint}"
+                )
+    unsafe = _unsafe_names(ast)
+    if unsafe:
+        raise TemplateProblem(
+            f"template reaches for private attributes ({', '.join(sorted(set(unsafe)))}), which "
+            "the sandbox refuses; use only the variables and their public values"
+        )
+    variables = set(meta.find_undeclared_variables(ast)) - set(ENV.globals)
+    try:
+        return Compiled(ENV.from_string(ast), variables, _members(ast))
+    except jinja2.TemplateSyntaxError as e:  # whatever else the compiler refuses
+        raise TemplateProblem(f"template does not compile: {e.message}") from e
+
+
+_EXPRESSION = re.compile(r"^\s*\{\{(?P<expression>.*)\}\}\s*$", re.DOTALL)
+
+
+def expression_of(source: str) -> str | None:
+    """The expression of a template that is exactly one `{{ expression }}`, else None."""
+    found = _EXPRESSION.match(source)
+    if found is None or any(mark in found["expression"] for mark in ("{{", "}}", "{%", "%}")):
+        return None
+    return found["expression"]
+
+
+class Template:
+    """A compiled template with the place it came from (for run-time error messages)."""
+
+    __slots__ = ("_expression", "_template", "source", "where")
+
+    def __init__(self, source: str, where: str) -> None:
+        self._template = compile_template(source).template
+        expression = expression_of(source)
+        self._expression = ENV.compile_expression(expression) if expression else None
+        self.source = source
+        self.where = where
+
+    def render(self, variables: Mapping[str, Any]) -> str:
+        return str(self._evaluate(lambda: self._template.render(variables)))
+
+    def value(self, variables: Mapping[str, Any]) -> Any:
+        """What a one-expression template (`{{ plan | lines }}`) evaluates to, not only its
+        text: a list stays a list. Other templates give their text."""
+        if self._expression is None:
+            return self.render(variables)
+        expression = self._expression
+        return self._evaluate(lambda: expression(**variables))
+
+    def _evaluate(self, run: Callable[[], Any]) -> Any:
+        try:
+            return run()
+        except jinja2.TemplateError as e:
+            raise StepFailed(
+                f"the template at {self.where} failed: {e}",
+                log_reason=f"the template at {self.where} failed ({type(e).__name__})",
+            ) from e
+        except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as e:
+            raise StepFailed(
+                f"the template at {self.where} failed: {type(e).__name__}: {e}",
+                log_reason=f"the template at {self.where} failed ({type(e).__name__})",
+            ) from e
+
+    def is_true(self, variables: Mapping[str, Any]) -> bool:
+        return truthy(self.render(variables))
+
+
+def truthy(text: str) -> bool:
+    """How a rendered `when`/`until` reads as a condition."""
+    return text.strip().strip(".!").lower() not in FALSE_WORDS

@@ -1,0 +1,321 @@
+"""`python -m bots chat BOT`: run a bot's pipeline from the terminal, before deploying it.
+
+The same engine and merging as on Poe. With POE_API_KEY it calls real Poe bots on your own
+account (the key as bearer, fastapi_poe's client, as Poe's external-application guide says);
+with --dry-run every dependency is simulated and costs nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import mimetypes
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import fastapi_poe as fp
+import httpx
+
+from bots.run import trace
+from bots.run.client import POE_BASE_URL, Caller, PoeCaller, new_http_client
+from bots.spec import controls
+from bots.spec.loader import BotPlan
+from bots.tools import script, transcript
+from bots.tools.script import Script
+from bots.tools.simulator import SimulatedCaller
+from bots.tools.transcript import Transcript
+
+if TYPE_CHECKING:
+    from bots.serve.spans import SpanFile
+
+KEY_HELP = (
+    "POE_API_KEY is not set. Get your key at https://poe.com/api_key and run\n"
+    "  export POE_API_KEY=...\n"
+    "(calls then spend your own Poe points), or try the pipeline for free with --dry-run."
+)
+
+
+class ChatError(Exception):
+    """A problem to report in one line (bad --param, unreadable --file, refused key...)."""
+
+
+@dataclass
+class Options:
+    dry_run: bool = False
+    files: list[Path] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    trace: bool = True
+    simulated_delay: float = 0.4
+    script: Script = field(default_factory=Script)  # scripted answers, for a dry run
+    trace_file: Path | None = None  # where each message's spans go, as OTLP/JSON
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """--param key=value pairs; numbers and true/false become JSON values."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ChatError(
+                f"--param {pair!r}: expected key=value, e.g. --param thinking_budget=2048"
+            )
+        params[key.strip()] = _scalar(value.strip())
+    return params
+
+
+def checked_params(plan: BotPlan, params: dict[str, Any]) -> dict[str, Any]:
+    """--param values checked against the bot's controls, as Poe's UI would allow them."""
+    try:
+        return controls.checked(plan.spec.controls, params)
+    except ValueError as e:
+        raise ChatError(f"--param {e} (see python -m bots chat {plan.id} --controls)") from None
+
+
+def checked_script(plan: BotPlan, path: str | None, pairs: Sequence[str], dry_run: bool) -> Script:
+    """The scripted answers of --answers FILE and --answer KEY=TEXT (these win), checked
+    against the bot's steps and bots. Raises ConfigError for a bad file."""
+    if not (path or pairs):
+        return Script()
+    if not dry_run:
+        raise ChatError("--answers and --answer script simulated bots: add --dry-run")
+    found = script.read(path) if path else Script()
+    try:
+        found = found.merged(Script(script.parse_pairs(pairs), found.folder))
+    except ValueError as e:
+        raise ChatError(str(e)) from None
+    for key, problem in found.problems(plan):
+        raise ChatError(f"answer {key}: {problem}")
+    return found
+
+
+def checked_trace_file(path: str | None) -> Path | None:
+    """--trace-file FILE, refused at once when FILE could not be written."""
+    if path is None:
+        return None
+    file = Path(path)
+    if file.is_dir() or not file.parent.is_dir():
+        where = "is a folder" if file.is_dir() else f"is in {file.parent}, which does not exist"
+        raise ChatError(f"--trace-file {path}: {where}; give a file path, e.g. trace.json")
+    return file
+
+
+def controls_table(plan: BotPlan) -> str:
+    """The bot's controls, as `chat --controls` prints them."""
+    declared = list(controls.flat(plan.spec.controls))
+    if not declared:
+        return f"/{plan.id} has no controls."
+    lines = [f"/{plan.id} controls (set one with --param NAME=VALUE):"]
+    width = max(len(control.name) for control in declared)
+    for control in declared:
+        kind = controls.control_kind(control) or ""
+        lines.append(
+            f"  {control.name:<{width}}  {kind:<12} {control.label}: {control.describe()}; "
+            f"default {control.default_value!r}"
+        )
+    return "\n".join(lines)
+
+
+def _scalar(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+class Screen:
+    """Shows a reply as it grows. On a terminal, re-renders in place; elsewhere (a pipe, a
+    test) prints the final reply once."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.live = out.isatty()
+        self.shown = ""
+
+    def update(self, text: str) -> None:
+        if not self.live:
+            self.shown = text
+            return
+        if text.startswith(self.shown):
+            self.out.write(text[len(self.shown) :])
+        else:
+            rows = self._rows(self.shown)
+            if rows >= shutil.get_terminal_size().lines - 1:
+                return  # taller than the screen: cannot redraw; the final text follows
+            self.out.write(("\r" + (f"\x1b[{rows - 1}A" if rows > 1 else "")) + "\x1b[J" + text)
+        self.out.flush()
+        self.shown = text
+
+    def done(self, text: str) -> None:
+        if (
+            self.live
+            and text != self.shown
+            and self._rows(self.shown) >= shutil.get_terminal_size().lines - 1
+        ):
+            self.out.write("\n\n" + text)
+        elif self.live:
+            self.update(text)
+        else:
+            self.out.write(text)
+        self.out.write("\n")
+        self.out.flush()
+
+    @staticmethod
+    def _rows(text: str) -> int:
+        width = max(20, shutil.get_terminal_size().columns)
+        return sum(max(1, math.ceil(len(line) / width)) for line in text.split("\n"))
+
+
+class Chat:
+    """A multi-turn conversation with one bot."""
+
+    def __init__(self, plan: BotPlan, caller: Caller, options: Options, out: TextIO) -> None:
+        self.plan = plan
+        self.caller = caller
+        self.options = options
+        self.out = out
+        self.history: list[fp.ProtocolMessage] = []
+        self.conversation_id = uuid.uuid4().hex
+        self.spans: SpanFile | None = None
+        if options.trace_file is not None:
+            from bots.serve.spans import SpanFile  # OpenTelemetry's SDK, loaded only when asked for
+
+            self.spans = SpanFile(content=trace.content_wanted(os.environ))
+
+    async def send(self, text: str, attachments: list[fp.Attachment]) -> Transcript:
+        request = transcript.query(
+            text,
+            history=self.history,
+            params=self.options.params,
+            attachments=attachments,
+            conversation_id=self.conversation_id,
+        )
+        screen = Screen(self.out)
+
+        def show_file(file: fp.Attachment) -> None:
+            self.out.write(f"\n[file: {file.name} at {where(file.url)}]\n")
+
+        said = await transcript.answer(
+            self.plan, request, self.caller, on_text=screen.update, on_file=show_file
+        )
+        for suggestion in said.suggestions:
+            self.out.write(f"\n[suggested: {suggestion}]")
+        screen.done(said.text)
+        self.history += [
+            request.query[-1],
+            fp.ProtocolMessage(role="bot", content=said.text, metadata=said.metadata),
+        ]
+        if self.options.trace:
+            self.out.write(said.trace_table(self.plan.cost.total) + "\n")
+            for step_id, files in said.run.files.items():
+                for file in files:
+                    self.out.write(f"  files of {step_id}: {file.name} at {where(file.url)}\n")
+        if self.spans is not None and self.options.trace_file is not None:
+            self.spans.spans.message(said.run, said.run.summary(said.seconds))
+            count = self.spans.write(self.options.trace_file)
+            self.out.write(f"  spans: {count} so far, in {self.options.trace_file} (OTLP/JSON)\n")
+        if said.error:
+            raise ChatError(explain(said.error))
+        return said
+
+
+def where(url: str) -> str:
+    """Where a file is: a local path for the dry run's files, else its URL."""
+    return url2pathname(urlparse(url).path) if url.startswith("file:") else url
+
+
+def explain(error: str) -> str:
+    """A failed reply in one line, with what to do for the usual causes."""
+    if "HTTP 401" in error:
+        return f"{error}. Poe refused POE_API_KEY: check it at https://poe.com/api_key"
+    if "HTTP 429" in error:
+        return f"{error}. Poe allows 500 requests a minute per key: wait a minute and retry"
+    if "HTTP 404" in error or "does not exist" in error:
+        return f"{error}. Check the bot name in pipelines.yaml (names are as on poe.com)"
+    return error
+
+
+async def upload(
+    paths: list[Path], http: httpx.AsyncClient | None, api_key: str
+) -> list[fp.Attachment]:
+    attachments = []
+    for path in paths:
+        if not path.is_file():
+            raise ChatError(f"--file {path}: no such file")
+        if http is None:  # dry run: nothing leaves the machine
+            kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            attachments.append(
+                fp.Attachment(url=path.resolve().as_uri(), content_type=kind, name=path.name)
+            )
+            continue
+        try:
+            with path.open("rb") as handle:
+                attachments.append(
+                    await fp.upload_file(
+                        handle, file_name=path.name, api_key=api_key, session=http, num_tries=1
+                    )
+                )
+        except Exception as e:  # fastapi_poe raises several kinds; the user needs one line
+            raise ChatError(f"--file {path}: upload to Poe failed ({type(e).__name__})") from e
+    return attachments
+
+
+async def run_chat(plan: BotPlan, options: Options, messages: list[str] | None, out: TextIO) -> int:
+    """Chats with `plan`'s bot: the given messages, else lines read from stdin. Returns an
+    exit status."""
+    api_key = os.environ.get("POE_API_KEY", "")
+    if not options.dry_run and not api_key:
+        print(KEY_HELP, file=sys.stderr)
+        return 2
+    async with new_http_client() as http:
+        caller: Caller
+        if options.dry_run:
+            caller = SimulatedCaller(options.simulated_delay, script=options.script)
+        else:
+            base_url = os.environ.get("POE_BASE_URL") or POE_BASE_URL
+            caller = PoeCaller(http, base_url, api_key=api_key)
+        chat = Chat(plan, caller, options, out)
+        mode = (
+            "dry run: dependencies simulated"
+            if options.dry_run
+            else "live: calls spend your points"
+        )
+        out.write(
+            f"chatting with /{plan.id} ({mode}); worst case {plan.cost.total} calls per message\n"
+        )
+        status = 0
+        try:
+            attachments = await upload(options.files, None if options.dry_run else http, api_key)
+            for text in messages if messages is not None else _read_lines(out):
+                try:
+                    await chat.send(text, attachments)
+                except ChatError as e:
+                    print(f"error: {e}", file=sys.stderr)
+                    status = 1
+                attachments = []
+        except ChatError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        return status
+
+
+def _read_lines(out: TextIO) -> Iterator[str]:
+    while True:
+        if sys.stdin.isatty():
+            out.write("\nyou> ")
+            out.flush()
+        line = sys.stdin.readline()
+        if not line:
+            return
+        if line.strip():
+            yield line.rstrip("\n")
