@@ -9,7 +9,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from bots.errors import ConfigError
+from bots.errors import ConfigError, UsageError
 from bots.evals.throttle import POE_API_RATE
 from bots.spec import loader
 from bots.spec.format import POE_NAME_PATTERN, PipelineFile
@@ -110,22 +110,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if args.controls:
         print(chat.controls_table(plan))
         return 0
-    try:
-        options = chat.Options(
-            dry_run=args.dry_run,
-            files=[Path(f) for f in args.file],
-            params=chat.checked_params(plan, chat.parse_params(args.param)),
-            trace=not args.no_trace,
-            simulated_delay=args.delay,
-            script=chat.checked_script(plan, args.answers, args.answer, args.dry_run),
-            trace_file=chat.checked_trace_file(args.trace_file),
-        )
-    except chat.ChatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ConfigError as e:
-        print(e, file=sys.stderr)
-        return 2
+    options = chat.Options(
+        dry_run=args.dry_run,
+        files=[Path(f) for f in args.file],
+        params=chat.checked_params(plan, chat.parse_params(args.param)),
+        trace=not args.no_trace,
+        simulated_delay=args.delay,
+        script=chat.checked_script(plan, args.answers, args.answer, args.dry_run),
+        trace_file=chat.checked_trace_file(args.trace_file),
+    )
     try:
         return asyncio.run(chat.run_chat(plan, options, args.message or None, sys.stdout))
     except KeyboardInterrupt:
@@ -162,29 +155,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from bots.tools import script
 
     config = _load_or_exit(args.config)
-    try:
-        unknown = [b for b in args.bots if b not in config.bots]
-        if unknown:
-            raise ValueError(
-                f"no bot {', '.join(map(repr, unknown))} in {args.config}; its bots: "
-                + ", ".join(config.bots)
-            )
-        if not re.fullmatch(POE_NAME_PATTERN, args.baseline):
-            raise ValueError(f"--baseline {args.baseline!r} is not a Poe bot name")
-        if not re.fullmatch(POE_NAME_PATTERN, args.judge):
-            raise ValueError(f"--judge {args.judge!r} is not a Poe bot name")
-        rate = parse_rate(args.rate)
-        judge = Judge.of(args.judge, args.judge_prompt, args.rubric_prompt)
-        if args.answers and not args.dry_run:
-            raise ValueError("--answers scripts simulated bots: add --dry-run")
-        items = dataset.read(args.dataset)
-        answers = script.read(args.answers) if args.answers else script.Script()
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ConfigError as e:
-        print(e, file=sys.stderr)
-        return 2
+    unknown = [b for b in args.bots if b not in config.bots]
+    if unknown:
+        raise UsageError(
+            f"no bot {', '.join(map(repr, unknown))} in {args.config}; its bots: "
+            + ", ".join(config.bots)
+        )
+    if not re.fullmatch(POE_NAME_PATTERN, args.baseline):
+        raise UsageError(f"--baseline {args.baseline!r} is not a Poe bot name")
+    if not re.fullmatch(POE_NAME_PATTERN, args.judge):
+        raise UsageError(f"--judge {args.judge!r} is not a Poe bot name")
+    rate = parse_rate(args.rate)
+    judge = Judge.of(args.judge, args.judge_prompt, args.rubric_prompt)
+    if args.answers and not args.dry_run:
+        raise UsageError("--answers scripts simulated bots: add --dry-run")
+    items = dataset.read(args.dataset)
+    answers = script.read(args.answers) if args.answers else script.Script()
     api_key = os.environ.get("POE_API_KEY", "")
     if not args.dry_run and not api_key:
         from bots.tools.chat import KEY_HELP
@@ -196,8 +182,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     plans = [c.plan for c in [*candidates, baseline]] + [evals.judge_plan(args.judge)]
     for key in answers.answers:
         if all(script.key_problem(key, plan) for plan in plans):
-            print(f"error: answer {key}: no candidate, baseline or judge has it", file=sys.stderr)
-            return 2
+            raise UsageError(f"answer {key}: no candidate, baseline or judge has it")
     try:
         return evals.command(
             candidates, baseline, items, judge, answers, api_key,
@@ -313,6 +298,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         status = args.run(args)
         sys.stdout.flush()
+    except UsageError as e:  # an argument, or a file named by one, cannot be used
+        print(f"error: {e}", file=sys.stderr)
+        status = 2
+    except ConfigError as e:  # a file named by an argument (answers, dataset...) is invalid
+        print(e, file=sys.stderr)
+        status = 2
     except BrokenPipeError:
         # the reader went away (`... | head`): stop quietly, as command-line tools do, and keep
         # Python from failing again when it flushes stdout on the way out

@@ -1,10 +1,18 @@
-"""The project's exceptions.
+"""The project's exceptions, every one of them.
 
 PipelineError
-├── ConfigError            pipelines.yaml is invalid (carries every problem found)
+├── ConfigError            a file is invalid (carries every problem found, each located)
+├── TemplateProblem        a template does not compile or reaches for something unsafe
+├── UsageError             a command's argument, or a file named by one, cannot be used
+│   └── ChatError          the terminal chat cannot go on (a refused key, an unreadable file)
+├── Refused                a request answered with an HTTP error (status and one-line detail)
+├── CallFailed             one try of a dependency call failed (retried, or on to a fallback)
 └── RunError               a pipeline could not finish a reply
     ├── StepFailed         a dependency call (after retries and fallbacks) or a template failed
     └── BudgetExceeded     a call beyond what the bot declared to Poe (a bug; never expected)
+
+Each command reports a `UsageError` or a `ConfigError` in one style (`bots.cli`) and exits 2;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -39,6 +47,57 @@ class ConfigError(PipelineError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(problems, key=lambda p: (p.line, p.column, p.path))
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class TemplateProblem(PipelineError, ValueError):
+    """A template that does not compile or that reaches for something unsafe (a ValueError
+    too, so the format's pydantic validators report it where the template is)."""
+
+
+class UsageError(PipelineError):
+    """A command's argument, or a file it names, cannot be used; the message says which and
+    what would do."""
+
+
+class ChatError(UsageError):
+    """A problem the terminal chat reports in one line (bad --param, unreadable --file,
+    refused key...)."""
+
+
+class Refused(PipelineError):
+    """A request answered with an HTTP error: `status` and a one-line `detail`."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class CallFailed(PipelineError):
+    """One try of a dependency call failed; the message says why in a few words.
+
+    `retry` is False when the bot asked not to be retried (its error had allow_retry false);
+    `error_type` is Poe's name for the error, when the bot gave one Poe knows; `rate_limited`
+    says Poe answered 429, and `wait` how many seconds its headers asked to wait, if they said.
+    `log_reason` is the reason without anything the dependency wrote (which may quote the
+    user), for the logs."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry: bool = True,
+        error_type: ErrorType | None = None,
+        rate_limited: bool = False,
+        wait: float | None = None,
+        log_reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retry = retry
+        self.error_type = error_type
+        self.rate_limited = rate_limited
+        self.wait = wait
+        self.log_reason = log_reason or message
 
 
 class RunError(PipelineError):

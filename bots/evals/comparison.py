@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from bots.errors import UsageError
 from bots.evals.dataset import Item
 from bots.evals.judge import Judge, item_outcome, score, scored_outcome, verdict
 from bots.evals.throttle import Throttle, ThrottledCaller
@@ -70,12 +71,12 @@ class Ledger:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as e:  # never overwritten: it may hold paid answers
-                raise ValueError(
+                raise UsageError(
                     f"{path} cannot be read as an eval's results ({e}); move it, or name "
                     "another file with --out"
                 ) from None
             if not isinstance(data, dict) or data.get("version") != 1:
-                raise ValueError(f"{path} is not an eval's results; name another with --out")
+                raise UsageError(f"{path} is not an eval's results; name another with --out")
         self.answers: dict[str, dict[str, Any]] = dict(data.get("answers") or {})
         self.judgements: dict[str, dict[str, Any]] = dict(data.get("judgements") or {})
         self.points: dict[str, int] = dict(data.get("points") or {})
@@ -370,11 +371,7 @@ def command(
 
     path = Path(out)
     source = f"dry-run {answers.signature}" if dry_run else "live"
-    try:
-        ledger = Ledger(path)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    ledger = Ledger(path)
     run = Eval(candidates, baseline, items, judge, SimulatedCaller(), ledger, concurrency)
     run.source = source
     if retry_failed and (dropped := run.forget_failures()):

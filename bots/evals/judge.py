@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from bots.spec.templates import Template, TemplateProblem, compile_template
+from bots.errors import TemplateProblem, UsageError
+from bots.spec.templates import Template, compile_template
 
 PAIRWISE = """\
 You are judging two answers to a user's message.
@@ -85,7 +86,7 @@ class Judge:
     @classmethod
     def of(cls, bot: str, pairwise: str | None = None, rubric: str | None = None) -> Judge:
         """The judge, with prompts read from the files named (else the defaults); raises
-        ValueError naming the file and what is wrong."""
+        UsageError naming the file and what is wrong."""
         return cls(
             bot,
             _prompt(pairwise, PAIRWISE, PAIRWISE_VARIABLES),
@@ -98,13 +99,13 @@ def _prompt(path: str | None, default: str, allowed: frozenset[str]) -> Template
     try:
         source = Path(path).read_text(encoding="utf-8") if path else default
     except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: cannot read the judge prompt ({e})") from None
+        raise UsageError(f"{path}: cannot read the judge prompt ({e})") from None
     try:
         unknown = compile_template(source).variables - allowed
     except TemplateProblem as e:
-        raise ValueError(f"{where}: {e}") from None
+        raise UsageError(f"{where}: {e}") from None
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"{where}: the judge prompt uses {', '.join(sorted(unknown))}; it may use "
             f"{', '.join(sorted(allowed))}"
         )

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator
 
 import fastapi_poe as fp
 
+from bots.errors import UsageError
 from bots.run.client import ANYWHERE, Caller, CallSite
 
 POE_API_RATE = (500, 60.0)
@@ -49,7 +50,7 @@ def parse_rate(text: str) -> tuple[int, float]:
     """'500/60' (requests per seconds) -> (500, 60.0)."""
     found = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s?\s*", text)
     if not found or int(found.group(1)) < 1 or float(found.group(2)) <= 0:
-        raise ValueError(f"{text!r}: expected REQUESTS/SECONDS, e.g. 500/60")
+        raise UsageError(f"{text!r}: expected REQUESTS/SECONDS, e.g. 500/60")
     return int(found.group(1)), float(found.group(2))
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import fastapi_poe as fp
 
-from bots.errors import StepFailed
+from bots.errors import CallFailed, StepFailed
 from bots.run import conversation
-from bots.run.client import Caller, CallFailed, CallSite
+from bots.run.client import Caller, CallSite
 from bots.run.reply import Part, Reply
 from bots.run.trace import TraceEntry, count_call
 from bots.spec.budget import CallGuard

@@ -21,6 +21,8 @@ import httpx
 from fastapi_poe.client import BotError, BotErrorNoRetry
 from fastapi_poe.types import ErrorType
 
+from bots.errors import CallFailed
+
 log = logging.getLogger("bots.client")  # the name in the log, as creators grep it
 
 POE_BASE_URL = "https://api.poe.com/bot/"
@@ -30,33 +32,6 @@ _reports: contextvars.ContextVar[list[str]] = contextvars.ContextVar("reports")
 NO_DONE = "without sending 'done'"
 POE_ERROR_TYPES: frozenset[str] = frozenset(get_args(ErrorType))
 """The `error_type`s Poe handles as its own errors (fastapi_poe's list)."""
-
-
-class CallFailed(Exception):
-    """One try of a dependency call failed; the message says why in a few words.
-
-    `retry` is False when the bot asked not to be retried (its error had allow_retry false);
-    `error_type` is Poe's name for the error, when the bot gave one Poe knows; `rate_limited`
-    says Poe answered 429, and `wait` how many seconds its headers asked to wait, if they said.
-    `log_reason` is the reason without anything the dependency wrote (which may quote the
-    user), for the logs."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry: bool = True,
-        error_type: ErrorType | None = None,
-        rate_limited: bool = False,
-        wait: float | None = None,
-        log_reason: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.retry = retry
-        self.error_type = error_type
-        self.rate_limited = rate_limited
-        self.wait = wait
-        self.log_reason = log_reason or message
 
 
 @dataclass(frozen=True)

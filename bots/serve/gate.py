@@ -16,9 +16,9 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bots.errors import Refused
 from bots.serve import protocol
 from bots.serve.keys import Key
-from bots.serve.protocol import Refused
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 """Poe resends the whole conversation (up to 1,000 messages) every turn: 500 replies of 8,000

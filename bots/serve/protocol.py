@@ -27,6 +27,8 @@ import fastapi_poe as fp
 from fastapi_poe.types import ContentType, FeedbackType, MessageType
 from pydantic import BaseModel, ValidationError
 
+from bots.errors import Refused
+
 REQUEST_MODELS: dict[str, type[fp.types.BaseRequest]] = {
     "query": fp.QueryRequest,
     "settings": fp.SettingsRequest,
@@ -40,15 +42,6 @@ FEEDBACK_TYPES = frozenset(get_args(FeedbackType))
 MESSAGE_TYPES = frozenset(get_args(MessageType))
 IGNORED = None
 """`read`'s answer for a request to acknowledge and drop (e.g. feedback of a new type)."""
-
-
-class Refused(Exception):
-    """A request answered with an HTTP error: `status` and a one-line `detail`."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 def read(body: bytes) -> bytes | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from bots.errors import ConfigError, Problem
+from bots.errors import ConfigError, Problem, TemplateProblem
 from bots.spec import format as fmt
 from bots.spec.budget import Cost, sequence_cost
 from bots.spec.controls import Labeled, SectionControl, SliderControl, control_kind
@@ -29,7 +29,6 @@ from bots.spec.templates import (
     BUILTINS,
     LOOP_VARIABLES,
     Template,
-    TemplateProblem,
     compile_template,
     expression_of,
 )

@@ -17,7 +17,7 @@ import jinja2
 from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from bots.errors import StepFailed
+from bots.errors import StepFailed, TemplateProblem
 from bots.spec.filters import FILTERS
 
 BUILTINS = frozenset({"message", "conversation", "params", "attachments", "files"})
@@ -45,10 +45,6 @@ class Branches(dict[str, Any]):
 
     def __str__(self) -> str:
         return "\n\n".join(f"### {key}\n\n{value}" for key, value in self.items())
-
-
-class TemplateProblem(ValueError):
-    """A template that does not compile or that reaches for something unsafe."""
 
 
 def _unsafe_names(ast: nodes.Template) -> list[str]:

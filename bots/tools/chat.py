@@ -23,6 +23,7 @@ from urllib.request import url2pathname
 import fastapi_poe as fp
 import httpx
 
+from bots.errors import ChatError
 from bots.run import trace
 from bots.run.client import POE_BASE_URL, Caller, PoeCaller, new_http_client
 from bots.spec import controls
@@ -40,10 +41,6 @@ KEY_HELP = (
     "  export POE_API_KEY=...\n"
     "(calls then spend your own Poe points), or try the pipeline for free with --dry-run."
 )
-
-
-class ChatError(Exception):
-    """A problem to report in one line (bad --param, unreadable --file, refused key...)."""
 
 
 @dataclass
@@ -86,10 +83,7 @@ def checked_script(plan: BotPlan, path: str | None, pairs: Sequence[str], dry_ru
     if not dry_run:
         raise ChatError("--answers and --answer script simulated bots: add --dry-run")
     found = script.read(path) if path else Script()
-    try:
-        found = found.merged(Script(script.parse_pairs(pairs), found.folder))
-    except ValueError as e:
-        raise ChatError(str(e)) from None
+    found = found.merged(Script(script.parse_pairs(pairs), found.folder))
     for key, problem in found.problems(plan):
         raise ChatError(f"answer {key}: {problem}")
     return found

@@ -29,7 +29,8 @@ import fastapi_poe as fp
 from fastapi_poe.types import ErrorType
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from bots.run.client import CallFailed, http_reason
+from bots.errors import CallFailed, UsageError
+from bots.run.client import http_reason
 from bots.spec.document import Loc
 from bots.spec.explanations import validated
 from bots.spec.format import CallStep
@@ -186,7 +187,7 @@ def parse_pairs(pairs: Iterable[str]) -> dict[str, list[Answer]]:
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--answer {pair!r}: expected KEY=TEXT, e.g. --answer topic=code")
+            raise UsageError(f"--answer {pair!r}: expected KEY=TEXT, e.g. --answer topic=code")
         answers.setdefault(key.strip(), []).append(Answer(text=text))
     return answers
 
