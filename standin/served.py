@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from bots.run.reply import Pacing
+from bots.run.delivery import Pacing
 from bots.serve.server import build_app
 from bots.spec import loader
 from standin.poe import Behavior, StandIn

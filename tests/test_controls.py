@@ -10,8 +10,9 @@ import fastapi_poe as fp
 import pytest
 
 from bots.errors import ConfigError
+from bots.run.answer import Answer
+from bots.run.context import Context
 from bots.run.engine import Run
-from bots.run.reply import Pacing, Reply
 from bots.spec import loader
 from bots.spec.controls import parameter_controls
 from bots.tools.simulator import SimulatedCaller
@@ -135,14 +136,14 @@ async def test_a_value_out_of_range_falls_back_and_the_trace_says_so() -> None:
     request = fp.QueryRequest.model_validate(
         query_body("go", parameters={"rounds": 7, "aspect": "9:9"})
     )
-    run = Run(plan, request, Reply(Pacing(status_delay=0)), SimulatedCaller(0, 0))
+    run = Run(Context.open(plan, request, Answer(), SimulatedCaller(0, 0)))
     await run.execute()
     notes = [entry.outcome for entry in run.trace if entry.kind == "param"]
     assert notes == [
         "aspect: '9:9' is not one of 1:1, 16:9; used the default '16:9'",
         "rounds: 7 is outside 0 to 3; used the default 1",
     ]
-    assert run.calls.guard.calls == 1
+    assert run.ctx.guard.calls == 1
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from bots.run.reply import Pacing
+from bots.run.delivery import Pacing
 from standin.poe import Behavior
 from standin.served import serve_pipelines
 from standin.user import Reply

@@ -15,8 +15,8 @@ import logging
 import httpx
 import pytest
 
+from bots.run.delivery import Pacing
 from bots.run.limits import REPLY_CHAR_LIMIT, TRUNCATED
-from bots.run.reply import Pacing
 from bots.serve.logs import JsonFormatter
 from bots.serve.server import build_app
 from bots.spec import loader

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 
 import fastapi_poe as fp
 
+from bots.run.answer import Answer, Ending
+from bots.run.delivery import NO_ANSWER, Delivery, Pacing
 from bots.run.limits import REPLY_CHAR_LIMIT, STREAM_EVENT_LIMIT, TRUNCATED
-from bots.run.reply import NO_ANSWER, Pacing, Reply
 from standin.user import Reply as PoeReply
 from standin.user import read_events
 
@@ -29,9 +30,9 @@ class Seen:
     def text(self) -> str:
         return self.poe.text
 
-    async def read(self, reply: Reply) -> None:
+    async def read(self, delivery: Delivery) -> None:
         async def recorded() -> AsyncIterator[fp.PartialResponse | fp.DataResponse]:
-            async for event in reply.stream():
+            async for event in delivery.stream():
                 self.events.append(event)
                 yield event
                 if not isinstance(event, fp.DataResponse) and not event.attachment:
@@ -41,98 +42,104 @@ class Seen:
 
 
 async def test_parallel_sections_keep_each_branch_after_replace() -> None:
-    reply = Reply(FAST)
+    answer = Answer()
+    delivery = Delivery(answer, FAST)
     seen = Seen()
-    reader = asyncio.create_task(seen.read(reply))
-    a, b = reply.add_part("a"), reply.add_part("b")
+    reader = asyncio.create_task(seen.read(delivery))
+    a, b = answer.add_part("a"), answer.add_part("b")
     a.write("alpha one")
     b.write("beta one")
     await asyncio.sleep(0.02)
     a.replace("ALPHA")  # the dependency behind `a` replaced its own text
     b.write(" two")
     await asyncio.sleep(0.02)
-    reply.finish()
+    answer.finish()
     await reader
     assert seen.text == "### a\n\nALPHA\n\n### b\n\nbeta one two"
-    assert seen.text == reply.text
+    assert seen.text == answer.text
 
 
 async def test_tail_growth_is_sent_as_deltas_only() -> None:
-    reply = Reply(FAST)
+    answer = Answer()
+    delivery = Delivery(answer, FAST)
     seen = Seen()
-    reader = asyncio.create_task(seen.read(reply))
-    part = reply.add_part()
+    reader = asyncio.create_task(seen.read(delivery))
+    part = answer.add_part()
     for i in range(50):
         part.write(f"w{i} ")
         await asyncio.sleep(0)
-    reply.finish()
+    answer.finish()
     await reader
     assert seen.text == "".join(f"w{i} " for i in range(50))
     text_events = [e for e in seen.events if isinstance(e, fp.PartialResponse)]
     assert not any(e.is_replace_response for e in text_events)
-    assert reply.bytes_sent == len(seen.text.encode())
+    assert delivery.bytes_sent == len(seen.text.encode())
 
 
 async def test_live_sections_cost_a_small_multiple_of_the_final_reply() -> None:
     """Three branches of 1,000 tokens each, interleaved: bytes sent / bytes of the final reply."""
     pacing = Pacing(delta_gap=0.0, replace_gap=0.005, status_delay=0.05)
-    reply = Reply(pacing)
+    answer = Answer()
+    delivery = Delivery(answer, pacing)
     seen = Seen()
-    reader = asyncio.create_task(seen.read(reply))
-    parts = [reply.add_part(name) for name in ("gpt", "claude", "gemini")]
+    reader = asyncio.create_task(seen.read(delivery))
+    parts = [answer.add_part(name) for name in ("gpt", "claude", "gemini")]
     rng = random.Random(7)
     for i in range(1000):
         for part in parts:
             part.write(f"tok{i}{rng.choice(['', ',', '.'])} ")
         await asyncio.sleep(0.0005)
-    reply.finish()
+    answer.finish()
     await reader
     final = len(seen.text.encode())
-    ratio = reply.bytes_sent / final
+    ratio = delivery.bytes_sent / final
     print(
-        f"\nlive sections: {reply.bytes_sent} bytes sent for a {final}-byte reply, ratio "
-        f"{ratio:.2f}, {reply.replaces} re-renders, {reply.events} events"
+        f"\nlive sections: {delivery.bytes_sent} bytes sent for a {final}-byte reply, ratio "
+        f"{ratio:.2f}, {delivery.replaces} re-renders, {delivery.events} events"
     )
-    assert seen.text == reply.text
+    assert seen.text == answer.text
     assert ratio <= 3.0
-    assert reply.replaces >= 3  # the sections above the tail were refreshed while streaming
+    assert delivery.replaces >= 3  # the sections above the tail were refreshed while streaming
 
 
 async def test_a_flood_of_tiny_tokens_stays_under_poes_event_limit() -> None:
-    reply = Reply(Pacing(delta_gap=0.0, delta_gap_after_2000=0.0, status_delay=0.05))
+    answer = Answer()
+    delivery = Delivery(answer, Pacing(delta_gap=0.0, delta_gap_after_2000=0.0, status_delay=0.05))
     seen = Seen()
-    reader = asyncio.create_task(seen.read(reply))
-    part = reply.add_part()
+    reader = asyncio.create_task(seen.read(delivery))
+    part = answer.add_part()
     for i in range(12_000):
         part.write("x")
         if i % 2 == 0:
             await asyncio.sleep(0)
-    reply.finish()
+    answer.finish()
     await reader
     assert len(seen.events) <= 10_000
-    assert reply.events <= STREAM_EVENT_LIMIT + 1
+    assert delivery.events <= STREAM_EVENT_LIMIT + 1
     assert seen.text == "x" * 12_000
 
 
 async def test_status_line_shows_while_waiting_then_gives_way_to_the_answer() -> None:
-    reply = Reply(FAST)
+    answer = Answer()
+    delivery = Delivery(answer, FAST)
     seen = Seen()
-    reader = asyncio.create_task(seen.read(reply))
-    reply.asking["GPT-5"] += 1
-    await asyncio.sleep(0.2)
-    assert seen.views and "Waiting for GPT-5" in seen.views[0]
-    reply.add_part().write("the answer")
-    reply.finish()
+    reader = asyncio.create_task(seen.read(delivery))
+    with answer.waiting("GPT-5"):
+        await asyncio.sleep(0.2)
+        assert seen.views and "Waiting for GPT-5" in seen.views[0]
+    answer.add_part().write("the answer")
+    answer.finish()
     await reader
     assert seen.text == "the answer"
 
 
 async def test_final_parts_appear_only_when_closed_with_their_attachments() -> None:
-    reply = Reply(FAST)
+    answer = Answer()
+    delivery = Delivery(answer, FAST)
     seen = Seen()
-    reader = asyncio.create_task(seen.read(reply))
-    shown = reply.add_part()
-    later = reply.add_part(deferred=True)
+    reader = asyncio.create_task(seen.read(delivery))
+    shown = answer.add_part()
+    later = answer.add_part(deferred=True)
     shown.write("first")
     later.write("second")
     later.attach(fp.Attachment(url="https://x/y.png", content_type="image/png", name="y.png"))
@@ -140,7 +147,7 @@ async def test_final_parts_appear_only_when_closed_with_their_attachments() -> N
     assert seen.text == "first"
     assert not [e for e in seen.events if isinstance(e, fp.PartialResponse) and e.attachment]
     later.close()
-    reply.finish()
+    answer.finish()
     await reader
     assert seen.text == "first\n\nsecond"
     files = [
@@ -150,23 +157,25 @@ async def test_final_parts_appear_only_when_closed_with_their_attachments() -> N
 
 
 async def test_a_reply_over_poes_limit_is_cut_with_a_note() -> None:
-    reply = Reply(FAST)
+    answer = Answer()
+    delivery = Delivery(answer, FAST)
     seen = Seen()
-    reader = asyncio.create_task(seen.read(reply))
-    reply.add_part().write("y" * (REPLY_CHAR_LIMIT + 10_000))
-    reply.finish()
+    reader = asyncio.create_task(seen.read(delivery))
+    answer.add_part().write("y" * (REPLY_CHAR_LIMIT + 10_000))
+    answer.finish()
     await reader
     assert seen.poe.chars <= REPLY_CHAR_LIMIT  # (the strict reader also checks it)
     assert seen.text.endswith(TRUNCATED) and seen.text.startswith("y" * 90_000)
-    assert reply.cut
+    assert delivery.cut
 
 
 async def test_emoji_count_twice_against_the_limit() -> None:
-    reply = Reply(FAST)
+    answer = Answer()
+    delivery = Delivery(answer, FAST)
     seen = Seen()
-    reader = asyncio.create_task(seen.read(reply))
-    reply.add_part().write("😀" * 60_000)  # 60,000 code points, 120,000 UTF-16 units
-    reply.finish()
+    reader = asyncio.create_task(seen.read(delivery))
+    answer.add_part().write("😀" * 60_000)  # 60,000 code points, 120,000 UTF-16 units
+    answer.finish()
     await reader
     assert seen.text.endswith(TRUNCATED) and seen.poe.chars <= REPLY_CHAR_LIMIT
     assert "\ud83d" not in seen.text.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
@@ -176,51 +185,54 @@ async def test_rerendering_gives_way_as_a_reply_nears_the_limit() -> None:
     """Three live sections of 30,000 characters each: re-rendering them all as they grow
     would send several times the limit. Re-renders stop at half the limit, and the reply
     ends cut, with a note, within the limit; what the user sees is the reply up to the cut."""
-    reply = Reply(Pacing(delta_gap=0.0, replace_gap=0.005, status_delay=0.05))
+    answer = Answer()
+    delivery = Delivery(answer, Pacing(delta_gap=0.0, replace_gap=0.005, status_delay=0.05))
     seen = Seen()
-    reader = asyncio.create_task(seen.read(reply))
-    parts = [reply.add_part(name) for name in ("gpt", "claude", "gemini")]
+    reader = asyncio.create_task(seen.read(delivery))
+    parts = [answer.add_part(name) for name in ("gpt", "claude", "gemini")]
     for _ in range(300):
         for part in parts:
             part.write("w" * 99 + " ")
         await asyncio.sleep(0.001)
-    reply.finish()
+    answer.finish()
     await reader
-    assert reply.replaces >= 3  # sections were live while the reply was small
+    assert delivery.replaces >= 3  # sections were live while the reply was small
     assert seen.poe.chars <= REPLY_CHAR_LIMIT
-    assert seen.text.endswith(TRUNCATED) and reply.text.startswith(seen.text[: -len(TRUNCATED)])
+    assert seen.text.endswith(TRUNCATED) and answer.text.startswith(seen.text[: -len(TRUNCATED)])
 
 
 async def test_ordinary_live_sections_are_never_cut() -> None:
-    reply = Reply(Pacing(delta_gap=0.0, replace_gap=0.005, status_delay=0.05))
+    answer = Answer()
+    delivery = Delivery(answer, Pacing(delta_gap=0.0, replace_gap=0.005, status_delay=0.05))
     seen = Seen()
-    reader = asyncio.create_task(seen.read(reply))
-    parts = [reply.add_part(name) for name in ("gpt", "claude", "gemini")]
+    reader = asyncio.create_task(seen.read(delivery))
+    parts = [answer.add_part(name) for name in ("gpt", "claude", "gemini")]
     for i in range(400):  # about 4,500 characters each
         for part in parts:
             part.write(f"word{i} ")
         await asyncio.sleep(0.001)
-    reply.finish()
+    answer.finish()
     await reader
-    assert seen.text == reply.text and not reply.cut
-    assert reply.replaces >= 3
+    assert seen.text == answer.text and not delivery.cut
+    assert delivery.replaces >= 3
 
 
 async def test_a_file_reaches_poe_before_the_text_that_shows_it() -> None:
     picture = fp.Attachment(
         url="https://x/cat.png", content_type="image/png", name="cat.png", inline_ref="cat1"
     )
-    reply = Reply(FAST)
+    answer = Answer()
+    delivery = Delivery(answer, FAST)
     seen = Seen()
-    reader = asyncio.create_task(seen.read(reply))
-    live, later = reply.add_part(), reply.add_part(deferred=True)
+    reader = asyncio.create_task(seen.read(delivery))
+    live, later = answer.add_part(), answer.add_part(deferred=True)
     live.attach(picture)
     live.write("Here: ![a cat][cat1]")  # in the same instant: one wake-up sends both
     later.attach(picture.model_copy(update={"inline_ref": "cat2", "name": "cat2.png"}))
     later.write("And again: ![another][cat2]")
     await asyncio.sleep(0.05)
     later.close()  # a `final` part: its file and its text appear together, the file first
-    reply.finish()
+    answer.finish()
     await reader  # the strict reader fails on a reference before its file
     names = [name for name, _ in seen.poe.events]
     assert names.index("file") < names.index("text")
@@ -229,16 +241,15 @@ async def test_a_file_reaches_poe_before_the_text_that_shows_it() -> None:
 
 
 async def test_a_failed_pipeline_ends_with_its_partial_answer_and_one_note() -> None:
-    reply = Reply(FAST)
+    answer = Answer()
+    delivery = Delivery(answer, FAST)
     seen = Seen()
-    reader = asyncio.create_task(seen.read(reply))
-    part = reply.add_part()
+    reader = asyncio.create_task(seen.read(delivery))
+    part = answer.add_part()
     part.write("partial")
     part.suggestions = ["Tell me more"]
-    reply.metadata = lambda shown: '{"v": 2}'
-    reply.error = "GPT-5 failed: boom"
-    reply.spent = True
-    reply.finish()
+    records = {"steps[0]": {"a": "partial"}}
+    answer.finish(Ending("GPT-5 failed: boom", records=records, spent=True))
     await reader
     kinds = [type(e).__name__ for e in seen.events]
     assert kinds[-1] == "DataResponse" and "ErrorResponse" not in kinds
@@ -248,12 +259,12 @@ async def test_a_failed_pipeline_ends_with_its_partial_answer_and_one_note() -> 
 
 
 async def test_a_failure_poe_has_a_type_for_goes_in_an_error_event_poe_must_not_retry() -> None:
-    reply = Reply(FAST)
+    answer = Answer()
+    delivery = Delivery(answer, FAST)
     seen = Seen()
-    reader = asyncio.create_task(seen.read(reply))
-    reply.add_part().write("partial")
-    reply.error, reply.error_type, reply.spent = "out of points", "insufficient_fund", True
-    reply.finish()
+    reader = asyncio.create_task(seen.read(delivery))
+    answer.add_part().write("partial")
+    answer.finish(Ending("out of points", "insufficient_fund", spent=True))
     await reader
     assert seen.text == "partial"  # the reason is said once: by Poe, from the error type
     assert seen.poe.errors == [
@@ -262,27 +273,31 @@ async def test_a_failure_poe_has_a_type_for_goes_in_an_error_event_poe_must_not_
 
 
 async def test_an_empty_pipeline_still_answers_with_text() -> None:
-    reply = Reply(FAST)
+    answer = Answer()
+    delivery = Delivery(answer, FAST)
     seen = Seen()
-    reader = asyncio.create_task(seen.read(reply))
-    reply.add_part()
-    reply.finish()
+    reader = asyncio.create_task(seen.read(delivery))
+    answer.add_part()
+    answer.finish()
     await reader
     assert seen.text == NO_ANSWER
 
 
 async def test_a_re_render_held_back_by_bytes_waits_instead_of_spinning() -> None:
-    reply = Reply(Pacing(delta_gap=0.0, replace_gap=0.01, replace_slack=0, status_delay=0.05))
+    answer = Answer()
+    delivery = Delivery(
+        answer, Pacing(delta_gap=0.0, replace_gap=0.01, replace_slack=0, status_delay=0.05)
+    )
     seen = Seen()
-    reader = asyncio.create_task(seen.read(reply))
-    top, tail = reply.add_part("top"), reply.add_part("tail")
+    reader = asyncio.create_task(seen.read(delivery))
+    top, tail = answer.add_part("top"), answer.add_part("tail")
     tail.write("t" * 10_000)
     await asyncio.sleep(0.05)
     for i in range(20):  # small changes above the tail: re-rendering 10 KB each is unaffordable
         top.write(str(i))
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.2)  # held back, nothing changing: the loop must sleep, not spin
-    reply.finish()
+    answer.finish()
     await reader
-    assert reply.wakeups < 100, reply.wakeups
-    assert seen.text == reply.text
+    assert delivery.wakeups < 100, delivery.wakeups
+    assert seen.text == answer.text

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bots.errors import ConfigError
-from bots.run.reply import Pacing
+from bots.run.delivery import Pacing
 from bots.spec import loader
 from bots.tools import script, transcript
 from bots.tools.script import Answer, Script
@@ -111,7 +111,7 @@ async def test_timeouts_and_poe_error_types_read_as_real_failures() -> None:
     assert said.error is not None and "no complete answer within 120 s" in said.error
     broke = {"fail": "Out of points.", "error_type": "insufficient_fund"}
     said = await ask("shop", {"kind": "shoes", "fit": broke})
-    assert said.run.reply.error_type == "insufficient_fund"
+    assert said.run.ctx.answer.ending.error_type == "insufficient_fund"
 
 
 async def test_a_scripted_file_is_shown_and_passed_to_the_next_step(tmp_path: Path) -> None:

@@ -13,8 +13,9 @@ import time
 from typing import Any, Protocol
 
 from bots.errors import RunError, StepFailed
+from bots.run.answer import Part
 from bots.run.calls import Calls
-from bots.run.reply import Reply
+from bots.run.context import Context
 from bots.run.scope import HIDDEN, Scope, Slot, slots
 from bots.run.trace import TraceEntry, inside
 from bots.spec.filters import items_of, shorten
@@ -26,9 +27,8 @@ from bots.spec.templates import Branches
 class Runner(Protocol):
     """What these steps need of the run (the engine's `Run`)."""
 
-    reply: Reply
+    ctx: Context
     calls: Calls
-    trace: list[TraceEntry]
 
     async def step(
         self, step: StepBase, inherited: Slot, scope: Scope, *, strict: bool = False
@@ -36,11 +36,15 @@ class Runner(Protocol):
 
     async def sequence(self, steps: list[Any], slot: Slot, scope: Scope) -> Any: ...
 
+    def failed(
+        self, entry: TraceEntry, error: StepFailed, part: Part | None, *, fail: bool
+    ) -> str: ...
+
 
 def _slots(run: Runner, slot: Slot, headings: list[str], mode: str | None = None) -> list[Slot]:
-    if slot.reply is None:
+    if slot.answer is None:
         return [HIDDEN] * len(headings)
-    return slots(run.reply, mode or slot.mode, headings)
+    return slots(run.ctx.answer, mode or slot.mode, headings)
 
 
 async def fan_out(run: Runner, step: ParallelStep, slot: Slot, scope: Scope) -> Branches:
@@ -152,20 +156,14 @@ async def samples(run: Runner, step: CallStep, slot: Slot, scope: Scope) -> list
         instance = f"{scope.instance}#{k}"
         entry = TraceEntry(f"{step.path}{instance}", "sample", step.bot, 0.0, 0, "ok")
         entry.facts["sample"] = k
-        run.trace.append(entry)
+        run.ctx.trace.append(entry)
         started = time.monotonic()
         part = sample_slots[k - 1].part()
         try:
             with inside(entry):
                 return await run.calls.call(step, part, scope.variables, scope.files, instance)
         except StepFailed as e:
-            entry.outcome = f"failed: {e}"
-            entry.facts["failure"] = e.log_reason
-            if step.on_error == "fail":
-                raise
-            if part is not None:
-                part.note(str(e))
-            return ""
+            return run.failed(entry, e, part, fail=step.on_error == "fail")
         finally:
             entry.seconds = time.monotonic() - started
             sample_slots[k - 1].close()

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,32 +21,22 @@ import fastapi_poe as fp
 
 from bots.errors import CallFailed, StepFailed
 from bots.run import conversation
-from bots.run.client import Caller, CallSite
-from bots.run.reply import Part, Reply
+from bots.run.answer import Part
+from bots.run.client import CallSite
+from bots.run.context import Context
 from bots.run.trace import TraceEntry, count_call
-from bots.spec.budget import CallGuard
 from bots.spec.format import CallStep, StepBase, within
-from bots.spec.loader import BotPlan
 from bots.spec.templates import PROMPT_CHAR_CAP
 
 log = logging.getLogger("bots.calls")  # the name in the log, as creators grep it
 
-DEFAULT_CALL_TIMEOUT = 120.0
-"""Seconds one try of a dependency call may take when its step sets no `timeout`."""
-
 
 @dataclass
 class Calls:
-    """The dependency calls of one reply, all through one budget guard."""
+    """The dependency calls of one reply, each through the context's budget guard, and what
+    they left: records for later turns, failures for the log, files for later steps."""
 
-    plan: BotPlan
-    request: fp.QueryRequest
-    reply: Reply
-    caller: Caller
-    timeout: float = DEFAULT_CALL_TIMEOUT
-    trace: list[TraceEntry] = field(default_factory=list)
-    deadline: float = float("inf")  # loop time the reply must end by
-    guard: CallGuard = field(init=False)
+    ctx: Context
     history: conversation.History = field(init=False)
     # per call (a call step's place, and for a sample or a map item "#N" after it)
     records: dict[str, conversation.Record] = field(default_factory=dict)
@@ -58,8 +47,7 @@ class Calls:
     produced: dict[tuple[str, str], tuple[int, list[fp.Attachment]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.guard = CallGuard(Counter(self.plan.dependencies), self.plan.cost.total)
-        self.history = conversation.History(self.request)
+        self.history = conversation.History(self.ctx.request)
 
     async def call(
         self,
@@ -98,11 +86,11 @@ class Calls:
         sent: list[fp.Attachment] = []
         for source in step.sources:
             if source == "user":
-                sent += self.request.query[-1].attachments
+                sent += self.ctx.request.query[-1].attachments
             else:  # another bot's file: its inline_ref belonged to that bot's message
                 sent += [f.model_copy(update={"inline_ref": None}) for f in files.get(source, [])]
         messages = conversation.call_messages(
-            self.request,
+            self.ctx.request,
             self.history,
             key,
             prompt=prompt,
@@ -112,22 +100,21 @@ class Calls:
             attachments=sent,
             user_files="user" in step.sources,
         )
-        request = conversation.forward(self.request, messages)
-        timeout = step.timeout or self.timeout
+        request = conversation.forward(self.ctx.request, messages)
+        timeout = step.timeout or self.ctx.call_seconds
         failures: list[CallFailed] = []
         tried: list[str] = []
         for bot in step.bots:
             for _ in range(1 + step.retries):
                 if failures and failures[-1].rate_limited:
                     await self._back_off(step, bot, failures, timeout)
-                self.guard.acquire(bot)
-                self.reply.spent = True
+                self.ctx.guard.acquire(bot)
                 count_call()
                 tried.append(bot)
                 attempt = TraceEntry(key, "try", bot, 0.0, 1, "ok")
                 attempt.facts["try"] = len(tried)
                 attempt.content.update(prompt=prompt, **({"system": system} if system else {}))
-                self.trace.append(attempt)
+                self.ctx.trace.append(attempt)
                 try:
                     with self._asking(step, bot):
                         text, produced = await self._try(request, bot, step, part, timeout, attempt)
@@ -136,7 +123,7 @@ class Calls:
                     attempt.facts.update(failure=e.log_reason, error_type=e.error_type)
                     failures.append(e)
                     self.failures.append({"step": key, "bot": bot, "reason": e.log_reason})
-                    log.info("bot %s: %s: %s failed: %s", self.plan.id, key, bot, e.log_reason)
+                    log.info("bot %s: %s: %s failed: %s", self.ctx.plan.id, key, bot, e.log_reason)
                     if e.retry:
                         continue
                     break  # the bot asked not to be retried: on to the fallback, if any
@@ -173,11 +160,11 @@ class Calls:
                 break
             streak += 1
         seconds = asked if asked is not None else 2.0 ** (streak - 1) * random.uniform(0.5, 1.0)
-        remaining = self.deadline - asyncio.get_running_loop().time()
+        remaining = self.ctx.deadline - asyncio.get_running_loop().time()
         seconds = max(0.0, min(seconds, cap, remaining - 1.0))
         how = "as Poe's headers asked" if asked is not None else "backing off"
         entry = TraceEntry(step.path, "wait", bot, seconds, 0, f"HTTP 429: waited {how}")
-        self.trace.append(entry)
+        self.ctx.trace.append(entry)
         with self._asking(step, f"{bot} (rate limited: trying again in {seconds:.0f} s)"):
             await asyncio.sleep(seconds)
 
@@ -185,18 +172,9 @@ class Calls:
     def _asking(self, step: StepBase, label: str) -> Iterator[None]:
         """Names what the reply waits for in its progress line, while it waits: the step's
         own wording (`waiting`) if it has one, else `label` (the bot, by name)."""
-        wording = self.plan.wording.get(step.path)
-        named = self.reply.asking if wording is None else self.reply.saying
-        label = wording or label
-        named[label] += 1
-        self.reply.touch()
-        try:
+        wording = self.ctx.plan.wording.get(step.path)
+        with self.ctx.answer.waiting(wording or label, worded=wording is not None):
             yield
-        finally:
-            named[label] -= 1
-            if named[label] <= 0:
-                del named[label]
-            self.reply.touch()
 
     async def _try(
         self,
@@ -219,11 +197,11 @@ class Calls:
         suggestions: list[str] = []
         if part is not None:
             part.replace("")
-        site = CallSite(step.id, step.path, step.path in self.plan.file_calls)
+        site = CallSite(step.id, step.path, step.path in self.ctx.plan.file_calls)
 
         async def read() -> None:
             nonlocal text
-            events = self.caller.stream(request, bot, site)
+            events = self.ctx.caller.stream(request, bot, site)
             async with contextlib.aclosing(events):
                 async for event in events:
                     if isinstance(event, fp.MetaResponse) or event.data is not None:

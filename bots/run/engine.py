@@ -1,4 +1,4 @@
-"""The engine: runs one bot's pipeline for one user message, writing into a `Reply`.
+"""The engine: runs one bot's pipeline for one user message, writing into its `Answer`.
 
 Steps are typed objects from `format`; each runs with a `Slot`, the place its visible output
 goes (nowhere for hidden steps), and a `Scope`, what its templates see (`scope`). A sequence
@@ -20,9 +20,10 @@ import fastapi_poe as fp
 
 from bots.errors import RunError, StepFailed
 from bots.run import branches, conversation
-from bots.run.calls import DEFAULT_CALL_TIMEOUT, Calls
-from bots.run.client import Caller
-from bots.run.reply import Reply
+from bots.run.answer import Ending, Part
+from bots.run.calls import Calls
+from bots.run.context import Context
+from bots.run.delivery import Delivery
 from bots.run.scope import HIDDEN, Scope, Slot
 from bots.run.trace import TraceEntry, inside
 from bots.spec import controls
@@ -36,102 +37,109 @@ from bots.spec.format import (
     StepBase,
     TextStep,
 )
-from bots.spec.loader import BotPlan, ids_in
+from bots.spec.loader import ids_in
 from bots.spec.templates import LOOP_VARIABLES
 
 log = logging.getLogger("bots.engine")  # the name in the log, as creators grep it
 
-REPLY_DEADLINE = 570.0
-"""Seconds a whole reply may take; Poe drops replies after 600 s."""
-
 
 @dataclass
 class Run:
-    """One user message being answered by one bot."""
+    """One user message being answered by one bot: the walk of its steps, in its context."""
 
-    plan: BotPlan
-    request: fp.QueryRequest
-    reply: Reply
-    caller: Caller
-    call_timeout: float = DEFAULT_CALL_TIMEOUT
-    variables: dict[str, Any] = field(init=False)  # what the top-level steps' templates see
+    ctx: Context
     calls: Calls = field(init=False)
-    trace: list[TraceEntry] = field(default_factory=list)
+    variables: dict[str, Any] = field(init=False)  # what the top-level steps' templates see
     failure: str | None = None  # why the pipeline stopped, fit for logs
     files: dict[str, list[fp.Attachment]] = field(default_factory=dict)  # per step id
     routes: dict[str, list[str]] = field(default_factory=dict)  # route path -> cases taken
-    started: float = field(default_factory=time.time)  # wall clock, seconds since the epoch
 
     def __post_init__(self) -> None:
-        self.calls = Calls(self.plan, self.request, self.reply, self.caller, self.call_timeout)
-        self.calls.trace = self.trace
-        given = self.request.query[-1].parameters if self.request.query else {}
-        params, notes = controls.values(self.plan.spec.controls, given)
+        ctx = self.ctx
+        self.calls = Calls(ctx)
+        given = ctx.request.query[-1].parameters if ctx.request.query else {}
+        params, notes = controls.values(ctx.plan.spec.controls, given)
         for note in notes:  # a value the user set that its control does not allow
-            self.trace.append(TraceEntry("params", "param", None, 0.0, 0, note))
-        self.variables = conversation.template_variables(self.request, params)
+            ctx.trace.append(TraceEntry("params", "param", None, 0.0, 0, note))
+        self.variables = conversation.template_variables(ctx.request, params)
         # every id is defined from the start ("" until its step runs): the loader has checked
         # the order, and steps in routes not taken or loops not yet run read as empty
-        ids = list(ids_in(self.plan.spec.steps))
+        ids = list(ids_in(ctx.plan.spec.steps))
         self.variables.update(dict.fromkeys(ids, ""))
         self.variables["files"] = {step_id: [] for step_id in ids}  # and no files yet
 
-    async def execute(self, deadline: float = REPLY_DEADLINE) -> None:
-        """Runs the pipeline into the reply, then finishes the reply whatever happened."""
-        top = Slot(self.reply, "stream")
-        self.calls.deadline = asyncio.get_running_loop().time() + deadline
+    @property
+    def trace(self) -> list[TraceEntry]:
+        return self.ctx.trace
+
+    async def execute(self) -> None:
+        """Runs the pipeline into the answer, then ends the answer whatever happened."""
+        ctx = self.ctx
+        top = Slot(ctx.answer, "stream")
+        error: str | None = None
+        error_type = None
         try:
-            async with asyncio.timeout_at(self.calls.deadline):
-                await self.sequence(self.plan.spec.steps, top, Scope(self.variables, self.files))
+            async with asyncio.timeout_at(ctx.deadline):
+                await self.sequence(ctx.plan.spec.steps, top, Scope(self.variables, self.files))
         except RunError as e:
-            self.reply.error, self.failure = str(e), e.log_reason
-            self.reply.error_type = e.error_type if isinstance(e, StepFailed) else None
+            error, self.failure = str(e), e.log_reason
+            error_type = e.error_type if isinstance(e, StepFailed) else None
         except TimeoutError:
-            self.reply.error = (
-                f"The reply ran out of time after {deadline:g} seconds (Poe allows 10 minutes), "
+            seconds = ctx.reply_seconds
+            error = (
+                f"The reply ran out of time after {seconds:g} seconds (Poe allows 10 minutes), "
                 "so it stopped here."
             )
-            self.failure = f"out of time after {deadline:g} s"
+            self.failure = f"out of time after {seconds:g} s"
         except Exception:
-            log.exception("bot %s: unexpected error in the pipeline", self.plan.id)
-            self.reply.error = (
-                "Something went wrong inside this bot's pipeline; it has been logged."
-            )
+            log.exception("bot %s: unexpected error in the pipeline", ctx.plan.id)
+            error = "Something went wrong inside this bot's pipeline; it has been logged."
             self.failure = "unexpected error (logged above)"
         finally:
             top.close()
-            if self.calls.records:
-                records = self.calls.records
-                self.reply.metadata = lambda shown: conversation.write_metadata(records, shown)
-            self.reply.finish()
+            ending = Ending(error, error_type, self.calls.records, spent=ctx.guard.calls > 0)
+            ctx.answer.finish(ending)
 
-    def summary(self, seconds: float) -> dict[str, Any]:
+    def summary(self, seconds: float, delivery: Delivery) -> dict[str, Any]:
         """What happened, for the per-message log line and the message's span: identifiers,
         counts and the engine's own words (never the user's text, a prompt, an answer or a
         key)."""
-        reply = self.reply
-        outcome = ("failed" if reply.error else "done") if reply.finished else "cancelled"
+        ctx = self.ctx
+        ending = ctx.answer.ending
+        outcome = "cancelled" if ending is None else "failed" if ending.error else "done"
         fields: dict[str, Any] = {
             "event": "reply",
-            "bot": self.plan.id,
-            "message_id": self.request.message_id,
-            "conversation_id": self.request.conversation_id,
+            "bot": ctx.plan.id,
+            "message_id": ctx.request.message_id,
+            "conversation_id": ctx.request.conversation_id,
             "outcome": outcome,
             "seconds": round(seconds, 3),
-            "calls": self.calls.guard.calls,
-            "calls_declared": self.plan.cost.total,
-            "events": reply.events,
-            "characters": reply.allowance.chars,
+            "calls": ctx.guard.calls,
+            "calls_declared": ctx.plan.cost.total,
+            "events": delivery.events,
+            "characters": delivery.allowance.chars,
         }
-        if reply.cut:
+        if delivery.cut:
             fields["cut"] = True  # at Poe's limit of 100,000 characters
         if self.failure:
             fields["failure"] = self.failure
-        if reply.error_type:
-            fields["error_type"] = reply.error_type
+        if ending is not None and ending.error_type:
+            fields["error_type"] = ending.error_type
         if self.calls.failures:
             fields["failed_calls"] = self.calls.failures
         return fields
+
+    def failed(self, entry: TraceEntry, error: StepFailed, part: Part | None, *, fail: bool) -> str:
+        """A step (or one sample of it) that failed: its trace entry says so; the failure
+        goes on up when `fail` (its `on_error` is fail, or a race needs every branch to
+        succeed or fail cleanly), else its part notes it and its output is ""."""
+        entry.outcome = f"failed: {error}"
+        entry.facts["failure"] = error.log_reason
+        if fail:
+            raise error
+        if part is not None:
+            part.note(str(error))
+        return ""
 
     # --- structure -------------------------------------------------------------------------
 
@@ -145,7 +153,7 @@ class Run:
         self, step: StepBase, inherited: Slot, scope: Scope, *, strict: bool = False
     ) -> Any:
         """Runs any step: its `show`, `when` and `on_error`, and records its output."""
-        slot = Slot(self.reply, step.show) if step.show else inherited
+        slot = Slot(self.ctx.answer, step.show) if step.show else inherited
         path = step.path + scope.instance
         entry = TraceEntry(path, step.kind, getattr(step, "bot", None), 0.0, 0, "ok")
         if step.id:
@@ -163,14 +171,7 @@ class Run:
             with inside(entry):
                 value: Any = await self._dispatch(step, slot, scope, entry)
         except StepFailed as e:
-            entry.outcome = f"failed: {e}"
-            entry.facts["failure"] = e.log_reason
-            if strict or step.on_error == "fail":
-                raise
-            part = slot.part()
-            if part is not None:
-                part.note(str(e))
-            value = ""
+            value = self.failed(entry, e, slot.part(), fail=strict or step.on_error == "fail")
         except asyncio.CancelledError:
             entry.outcome = "cancelled"
             raise
@@ -218,7 +219,9 @@ class Run:
         entry.detail = f"compared {shorten(chosen, 60)!r}: took {name}"
         entry.facts["case"], entry.content["value"] = name, chosen
         if case is None:
-            log.info("bot %s: %s: no case matched and there is no default", self.plan.id, step.path)
+            log.info(
+                "bot %s: %s: no case matched and there is no default", self.ctx.plan.id, step.path
+            )
             return ""
         return await self.sequence(case, slot, scope)
 

@@ -15,21 +15,21 @@ from typing import Any
 
 import fastapi_poe as fp
 
-from bots.run.reply import Part, Reply
+from bots.run.answer import Answer, Part
 
 
 class Slot:
     """Where a step's visible output goes: a part of the reply made on first use, or nowhere."""
 
-    def __init__(self, reply: Reply | None, mode: str, heading: str | None = None) -> None:
-        self.reply = reply if mode != "hide" else None
+    def __init__(self, answer: Answer | None, mode: str, heading: str | None = None) -> None:
+        self.answer = answer if mode != "hide" else None
         self.mode = mode
         self.heading = heading
         self._part: Part | None = None
 
     def part(self) -> Part | None:
-        if self._part is None and self.reply is not None:
-            self._part = self.reply.add_part(self.heading, deferred=self.mode == "final")
+        if self._part is None and self.answer is not None:
+            self._part = self.answer.add_part(self.heading, deferred=self.mode == "final")
         return self._part
 
     def close(self) -> None:
@@ -40,12 +40,12 @@ class Slot:
 HIDDEN = Slot(None, "hide")
 
 
-def slots(reply: Reply, mode: str, headings: list[str]) -> list[Slot]:
+def slots(answer: Answer, mode: str, headings: list[str]) -> list[Slot]:
     """One slot per branch, item or sample, shown as `mode` says: `sections` under their
     headings (shown at once, in order), `stream` side by side, `final` when done, or `hide`."""
     made = []
     for heading in headings:
-        slot = Slot(reply, mode, heading if mode == "sections" else None)
+        slot = Slot(answer, mode, heading if mode == "sections" else None)
         if mode == "sections":
             slot.part()
         made.append(slot)

@@ -3,7 +3,7 @@
 fastapi_poe's models accept only the roles, content types and feedback values of today and
 reject omitted optional fields and `null` lists; since Poe resends the whole conversation every
 turn, one such message would make every later request of that chat fail. Poe's spec asks
-otherwise, and `read` follows it before fastapi_poe parses the body:
+otherwise, and `read` follows it, parsing the body once into the model the bot receives:
 
 - "Bot servers should ignore messages with roles they do not recognize" and "Bots should ignore
   messages with content types they do not understand": such messages are removed from the
@@ -44,9 +44,19 @@ IGNORED = None
 """`read`'s answer for a request to acknowledge and drop (e.g. feedback of a new type)."""
 
 
-def read(body: bytes) -> bytes | None:
-    """The body to hand to fastapi_poe: unchanged when nothing in it is to be ignored, else
-    re-encoded without it; IGNORED for a request to acknowledge and drop. Raises Refused."""
+Request = (
+    fp.QueryRequest
+    | fp.SettingsRequest
+    | fp.ReportFeedbackRequest
+    | fp.ReportReactionRequest
+    | fp.ReportErrorRequest
+)
+
+
+def read(body: bytes, access_key: str | None) -> Request | None:
+    """The request to hand to the bot, parsed and validated once (a query carries the bot's
+    `access_key`, as fastapi_poe's own route gives it); IGNORED for a request to acknowledge
+    and drop. Raises Refused."""
     try:
         data: Any = json.loads(body)
     except ValueError:
@@ -60,20 +70,21 @@ def read(body: bytes) -> bytes | None:
     model = REQUEST_MODELS.get(kind)
     if model is None:
         raise Refused(501, f"request type {kind[:40]!r} is not implemented by this bot")
-    changed = _null_means_default(model, data)
+    _null_means_default(model, data)
     if kind == "query":
-        changed |= _tolerate_query(data)
+        _tolerate_query(data)
     elif kind == "report_feedback" and not _known(data.get("feedback_type"), FEEDBACK_TYPES):
         return IGNORED
     elif kind == "report_error" and not isinstance(data.get("metadata"), dict):
-        data["metadata"], changed = {}, True  # it "May contain metadata": none is none
+        data["metadata"] = {}  # it "May contain metadata": none is none
     elif kind == "report_reaction":
         if not isinstance(data.get("reaction"), str):
             return IGNORED
         if "user_id" not in data:  # who reacted is not needed to record a reaction
-            data["user_id"], changed = "", True
-    _validate(model, data, kind)
-    return json.dumps(data).encode() if changed else body
+            data["user_id"] = ""
+    if kind == "query":  # what fastapi_poe's own route would set: the bot's key, or none
+        data["access_key"] = data["api_key"] = access_key or "<missing>"
+    return _validate(model, data, kind)
 
 
 def _tolerate_query(data: dict[str, Any]) -> bool:
@@ -162,9 +173,9 @@ def _null_means_default(model: type[BaseModel], data: dict[str, Any]) -> bool:
     return bool(nulls)
 
 
-def _validate(model: type[BaseModel], data: dict[str, Any], kind: str) -> None:
+def _validate(model: type[BaseModel], data: dict[str, Any], kind: str) -> Request:
     try:
-        request = model.model_validate(data)
+        request: Request = model.model_validate(data)  # type: ignore[assignment]
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
@@ -173,3 +184,4 @@ def _validate(model: type[BaseModel], data: dict[str, Any], kind: str) -> None:
         raise Refused(422, f"invalid {kind} request: {problems}") from None
     if isinstance(request, fp.QueryRequest) and not request.query:
         raise Refused(422, "invalid query request: 'query' has no messages")
+    return request

@@ -24,12 +24,13 @@ from fastapi.responses import JSONResponse
 from fastapi_poe.client import PROTOCOL_VERSION
 
 from bots.run import trace
-from bots.run.calls import DEFAULT_CALL_TIMEOUT
+from bots.run.answer import Answer
 from bots.run.client import POE_BASE_URL, Caller, PoeCaller, new_http_client
+from bots.run.context import CALL_SECONDS, Context
+from bots.run.delivery import Delivery, Pacing
 from bots.run.engine import Run
-from bots.run.reply import Pacing, Reply
 from bots.serve import keys, logs
-from bots.serve.gate import Gate
+from bots.serve.gate import Gate, Guarded
 from bots.spec import controls
 from bots.spec.loader import BotPlan, Config
 
@@ -47,7 +48,7 @@ class Runtime:
 
     base_url: str = POE_BASE_URL
     pacing: Pacing = field(default_factory=Pacing)
-    call_timeout: float = DEFAULT_CALL_TIMEOUT
+    call_timeout: float = CALL_SECONDS
     caller: Caller | None = None
     spans: Spans | None = None  # when traces are exported (an OTLP endpoint is set)
 
@@ -69,20 +70,24 @@ class PipelineBot(fp.PoeBot):
     ) -> AsyncIterable[fp.PartialResponse | fp.DataResponse]:
         if self.runtime.caller is None:
             raise RuntimeError("the app's lifespan has not started")
-        reply = Reply(self.runtime.pacing)
-        run = Run(self.plan, request, reply, self.runtime.caller, self.runtime.call_timeout)
+        answer = Answer()
+        delivery = Delivery(answer, self.runtime.pacing)
+        ctx = Context.open(
+            self.plan, request, answer, self.runtime.caller, call_seconds=self.runtime.call_timeout
+        )
+        run = Run(ctx)
         started = time.monotonic()
         # A TaskGroup cannot span the yields of a generator (closing it would surface
         # GeneratorExit in an exception group), so this generator owns the run's task and
         # cancels it in `finally`: when Poe goes away, every upstream stream is closed.
         worker = asyncio.ensure_future(run.execute())
         try:
-            async for event in reply.stream():
+            async for event in delivery.stream():
                 yield event
         finally:
             worker.cancel()
             await asyncio.wait({worker})
-            fields = run.summary(time.monotonic() - started)
+            fields = run.summary(time.monotonic() - started, delivery)
             if self.runtime.spans is not None:
                 fields["trace_id"] = f"{trace.trace_id(request.message_id):032x}"
                 self.runtime.spans.message(run, fields)
@@ -212,7 +217,7 @@ def build_app(
         fp.make_app(list(bots), allow_without_key=True, app=app)
     finally:
         fp_logger.setLevel(level)
-    app.add_middleware(Gate, keys={bot.path: resolved[bot.plan.id] for bot in bots})
+    app.add_middleware(Gate, bots={bot.path: Guarded(bot, resolved[bot.plan.id]) for bot in bots})
     return app
 
 

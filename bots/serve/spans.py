@@ -80,10 +80,11 @@ class Spans:
     def message(self, run: Run, fields: Mapping[str, Any]) -> None:
         """The trace of one answered message: `fields` are its log line's."""
         ended = time.time()
-        request = run.request
+        ctx = run.ctx
+        request = ctx.request
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_workflow",
-            "gen_ai.agent.name": run.plan.id,
+            "gen_ai.agent.name": ctx.plan.id,
             "gen_ai.conversation.id": request.conversation_id,
             "poe.message.id": request.message_id,
             **{
@@ -94,13 +95,13 @@ class Spans:
         }
         if self.content:
             attributes["gen_ai.input.messages"] = _messages("user", request.query[-1].content)
-            attributes["gen_ai.output.messages"] = _messages("assistant", run.reply.text)
+            attributes["gen_ai.output.messages"] = _messages("assistant", ctx.answer.text)
         self._ids.root = (trace_id(request.message_id), root_span_id(request.message_id))
         root = self.tracer.start_span(
-            f"invoke_workflow {run.plan.id}",
+            f"invoke_workflow {ctx.plan.id}",
             kind=api.SpanKind.SERVER,
             attributes=attributes,
-            start_time=_ns(run.started),
+            start_time=_ns(ctx.started),
         )
         self._ids.root = None
         failure = fields.get("failure")

@@ -19,8 +19,8 @@ import fastapi_poe as fp
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from bots.errors import ConfigError, Problem
+from bots.run.delivery import Pacing
 from bots.run.engine import NO_CASE
-from bots.run.reply import Pacing
 from bots.spec import controls
 from bots.spec.document import Loc, dotted
 from bots.spec.explanations import validated

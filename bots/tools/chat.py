@@ -215,7 +215,7 @@ class Chat:
                 for file in files:
                     self.out.write(f"  files of {step_id}: {file.name} at {where(file.url)}\n")
         if self.spans is not None and self.options.trace_file is not None:
-            self.spans.spans.message(said.run, said.run.summary(said.seconds))
+            self.spans.spans.message(said.run, said.run.summary(said.seconds, said.delivery))
             count = self.spans.write(self.options.trace_file)
             self.out.write(f"  spans: {count} so far, in {self.options.trace_file} (OTLP/JSON)\n")
         if said.error:

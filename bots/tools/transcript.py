@@ -1,7 +1,7 @@
 """One message answered by a pipeline away from Poe's servers (the terminal chat, pipeline
 tests, evals), and what its user would have seen: the transcript.
 
-The same engine and merging as on Poe: a `Run` writes into a `Reply`, and the reply's events
+The same engine and merging as on Poe: a `Run` writes into an `Answer`, and its delivery's events
 are read here as Poe's client shows them (the text grows or is replaced, files arrive, the last
 data event is the metadata kept for the next turn).
 """
@@ -18,9 +18,11 @@ from typing import Any
 
 import fastapi_poe as fp
 
+from bots.run.answer import Answer
 from bots.run.client import Caller
+from bots.run.context import Context
+from bots.run.delivery import Delivery, Pacing
 from bots.run.engine import Run
-from bots.run.reply import Pacing, Reply
 from bots.spec.loader import BotPlan
 
 
@@ -29,6 +31,7 @@ class Transcript:
     """What one message's reply showed, and the run that made it."""
 
     run: Run
+    delivery: Delivery
     text: str = ""
     files: list[fp.Attachment] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
@@ -39,16 +42,17 @@ class Transcript:
     @property
     def error(self) -> str | None:
         """Why the pipeline stopped, as the failure note says it; None when it finished."""
-        return self.run.reply.error
+        ending = self.run.ctx.answer.ending
+        return ending.error if ending is not None else None
 
     @property
     def calls(self) -> int:
-        return self.run.calls.guard.calls
+        return self.run.ctx.guard.calls
 
     @property
     def called(self) -> dict[str, int]:
         """Calls made (including failed tries) per dependency bot."""
-        return dict(self.run.calls.guard.used)
+        return dict(self.run.ctx.guard.used)
 
     def trace_table(self, budget: int, width: int = 24) -> str:
         """The run's trace as the terminal shows it: each step (and each try of a step that
@@ -120,12 +124,13 @@ async def answer(
 ) -> Transcript:
     """Runs `plan` for the request's last message and reads its reply to the end. `on_text`
     sees the whole text shown after each change; `on_file` each file as it arrives."""
-    reply = Reply(pacing or Pacing(status_delay=0.5))
-    transcript = Transcript(Run(plan, request, reply, caller))
+    answer = Answer()
+    delivery = Delivery(answer, pacing or Pacing(status_delay=0.5))
+    transcript = Transcript(Run(Context.open(plan, request, answer, caller)), delivery)
     started = time.monotonic()
     async with asyncio.TaskGroup() as group:
         group.create_task(transcript.run.execute())
-        async for event in reply.stream():
+        async for event in delivery.stream():
             if isinstance(event, fp.DataResponse):
                 transcript.metadata = event.metadata  # as Poe keeps it: the last data event
             elif isinstance(event, fp.ErrorResponse):
@@ -138,7 +143,7 @@ async def answer(
                 transcript.suggestions.append(event.text)
             else:
                 text = event.text if event.is_replace_response else transcript.text + event.text
-                if transcript.first_text is None and text and not reply.is_status(text):
+                if transcript.first_text is None and text and not delivery.is_status(text):
                     transcript.first_text = time.monotonic() - started
                 transcript.text = text
                 if on_text is not None:

@@ -1,8 +1,4 @@
-"""Merging: the one reply the user watches grow, built from many streaming parts.
-
-The reply is an ordered list of `Part`s (a streamed call, one section of a parallel step, a text
-step, a `final` step that appears when complete). Steps write into their parts; `Reply.stream`
-turns the changing whole into Poe events:
+"""Delivery: one reply's `Answer` sent to Poe as events, as it grows.
 
 - when only the tail grew, it sends a plain text delta (cheap: each character is sent once);
 - when something before the tail changed (a section above, a dependency's own
@@ -11,30 +7,27 @@ turns the changing whole into Poe events:
   the last part still streams live as deltas against what the user already sees;
 - files go out as they arrive, before any text sent after them (text may show a file inline by
   its `inline_ref`), and a hidden or not-yet-shown part's files wait with it;
+- while nothing is shown, a progress line says what the reply waits for;
 - everything stays within Poe's limits (`limits`): text events are coalesced, so a reply stays
   under 10,000 events, and every character of every text and replace event is charged against
   the 100,000 allowed. As a reply nears that limit, re-rendering gives way first; a reply that
   must be cut ends with a note saying so.
-
-State, not a queue, sits between the steps and the stream: a slow reader only makes the next
-delta bigger, never makes memory grow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import fastapi_poe as fp
-from fastapi_poe.types import ErrorType
 
+from bots.run import conversation
+from bots.run.answer import SEPARATOR, Answer, Ending, Part
 from bots.run.limits import (
     EVENT_LIMIT,
     FINAL_EVENTS,
-    REPLY_CHAR_LIMIT,
     STREAM_EVENT_LIMIT,
     TRUNCATED,
     Allowance,
@@ -42,8 +35,6 @@ from bots.run.limits import (
     poe_len,
 )
 
-SEPARATOR = "\n\n"
-RULE = "\n\n---\n\n"
 NO_ANSWER = "_(The pipeline finished without a visible answer.)_"
 POE_EXPLAINS = frozenset({"insufficient_fund", "user_message_too_long"})
 """Error types Poe explains to the user itself: no note repeats them. (Poe shows an error
@@ -68,88 +59,16 @@ class Pacing:
     status_delay: float = 1.0
 
 
-class Part:
-    """One piece of the reply. Only its owner writes to it."""
+class Delivery:
+    """The events of one reply to Poe, paced, within Poe's limits, and what they cost."""
 
-    def __init__(self, reply: Reply, heading: str | None, deferred: bool) -> None:
-        self._reply = reply
-        self.heading = heading
-        self.deferred = deferred
-        self._chunks: list[str] = []  # appended to per token; joined only when read
-        self._text = ""
-        self.closed = False
-        self.suggestions: list[str] = []
-        self.attachments: list[fp.Attachment] = []
-        self._shown = ""  # what the user currently sees of this part (its last full render)
-
-    @property
-    def text(self) -> str:
-        if self._chunks:
-            # no more than the reply could ever show is kept (the step's own output is whole)
-            self._text = (self._text + "".join(self._chunks))[: REPLY_CHAR_LIMIT + 1]
-            self._chunks.clear()
-        return self._text
-
-    def render(self, *, shown: bool = False) -> str:
-        if self.deferred and not self.closed:
-            return ""
-        text = self._shown if shown else self.text
-        return f"### {self.heading}\n\n{text}".rstrip() if self.heading is not None else text
-
-    def write(self, text: str) -> None:
-        if text:
-            self._chunks.append(text)
-            self._reply.touch()
-
-    def replace(self, text: str) -> None:
-        if text != self.text:
-            self._text = text[: REPLY_CHAR_LIMIT + 1]
-            self._reply.touch()
-
-    def note(self, text: str) -> None:
-        """Adds a short visible note (e.g. what went wrong) on its own line."""
-        self.write(f"{SEPARATOR if self.text else ''}> ⚠️ {text}")
-
-    def attach(self, attachment: fp.Attachment) -> None:
-        """A file for this part: shown at once, or with the part when it is deferred."""
-        self.attachments.append(attachment)
-        if not self.deferred or self.closed:
-            self._reply.files.append(attachment)
-        self._reply.touch()
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            if self.deferred:
-                self._reply.files.extend(self.attachments)
-            self._reply.touch()
-
-
-class Reply:
-    """The reply of one user message, and the pacing of its events to Poe."""
-
-    def __init__(self, pacing: Pacing | None = None) -> None:
+    def __init__(self, answer: Answer, pacing: Pacing | None = None) -> None:
+        self.answer = answer
         self.pacing = pacing or Pacing()
-        self.parts: list[Part] = []
-        self.files: list[fp.Attachment] = []  # files to send before the next text
-        # what the reply waits for now, for the progress line: bots by name, and the
-        # creator's own wording (`waiting`) for the calls that have one
-        self.asking: Counter[str] = Counter()
-        self.saying: Counter[str] = Counter()
+        self._sent = ""  # what the user sees now
+        self._shown: dict[Part, str] = {}  # and of each part, as last rendered for them
         self._status = ""  # the progress line shown last
         self._statuses: set[str] = {IDLE}  # and every one shown
-        # makes the reply's metadata from the text the user was finally shown
-        self.metadata: Callable[[str], str] | None = None
-        self.error: str | None = None  # why the pipeline failed, shown once
-        # A Poe error type (e.g. insufficient_fund): the reason then goes in an error event
-        # carrying it, so Poe handles it as its own, instead of in a note.
-        self.error_type: ErrorType | None = None
-        self.spent = False  # a dependency call was made: Poe must not retry the message
-        self.finished = False
-        self._changed = asyncio.Event()
-        self._version = 0  # bumped by every change; the full render is cached per version
-        self._rendered: tuple[int, str] = (-1, "")
-        self._sent = ""
         self.allowance = Allowance()
         # what was sent, for pacing and for reporting
         self.events = 0
@@ -159,86 +78,27 @@ class Reply:
         self.cut = False  # the reply reached Poe's character limit
         self.wakeups = 0  # times the stream loop woke up (it must not spin while held back)
 
-    # --- writers --------------------------------------------------------------------------
-
-    def add_part(self, heading: str | None = None, *, deferred: bool = False) -> Part:
-        part = Part(self, heading, deferred)
-        self.parts.append(part)
-        self.touch()
-        return part
-
-    def touch(self) -> None:
-        self._version += 1
-        self._changed.set()
-
-    def finish(self) -> None:
-        self.finished = True
-        self.touch()
-
-    @property
-    def text(self) -> str:
-        """The reply as it stands, before Poe's limits are applied."""
-        return self._render()
-
-    # --- rendering -------------------------------------------------------------------------
-
-    def _render(self, *, live_tail_only: bool = False) -> str:
-        if not live_tail_only and self._rendered[0] == self._version:
-            return self._rendered[1]  # the stream loop asks more than once per change
-        rendered = [part.render(shown=live_tail_only) for part in self.parts]
-        if live_tail_only:
-            live = [i for i, part in enumerate(self.parts) if part.render()]
-            if live:
-                rendered[live[-1]] = self.parts[live[-1]].render()
-        pieces: list[str] = []
-        after_sections = False
-        for part, text in zip(self.parts, rendered, strict=True):
-            if not text:
-                continue
-            if pieces:
-                # a rule ends a block of sections, so what follows is not read as the last one
-                pieces.append(RULE if after_sections and part.heading is None else SEPARATOR)
-            pieces.append(text)
-            after_sections = part.heading is not None
-        text = "".join(pieces)
-        if not live_tail_only:
-            self._rendered = (self._version, text)
-        return text
-
-    def _status_line(self) -> str:
-        """What runs now, while nothing is shown: every bot being asked, by name, and the
-        creator's wording for calls that have one."""
-        said = list(self.saying)
-        if self.asking:
-            said.append(f"Waiting for {', '.join(self.asking)}…")
-        if not said:  # between two calls the last line stays, rather than flicker
-            return self._status or IDLE
-        self._status = f"_{' · '.join(said)}_"
-        self._statuses.add(self._status)
-        return self._status
-
     def is_status(self, text: str) -> bool:
         """Whether `text` is (only) a progress line this reply showed while nothing else was."""
         return text in self._statuses
 
-    # --- the event stream ------------------------------------------------------------------
-
     async def stream(self) -> AsyncIterator[Event]:
-        """Poe events for this reply until `finish()`, then its files, final text, suggested
-        replies, metadata and error."""
+        """Poe events for the answer until it is finished, then its files, final text,
+        suggested replies, metadata and error."""
+        answer = self.answer
         started = time.monotonic()
         last_event = last_replace = -1e9
-        while not self.finished:
+        while not answer.finished:
             wake = self._next_wake(started, last_replace, time.monotonic())
             try:
                 async with asyncio.timeout(wake):
-                    await self._changed.wait()
+                    await answer.changed.wait()
             except TimeoutError:
                 pass
-            self._changed.clear()
+            answer.changed.clear()
             self.wakeups += 1
             gap = self._delta_gap()
-            if self.finished or gap is None:
+            if answer.finished or gap is None:
                 continue  # out of streaming events: the final flush sends the rest
             wait = last_event + gap - time.monotonic()
             if wait > 0:
@@ -254,8 +114,18 @@ class Reply:
                 if update.is_replace_response:
                     last_replace = now
                 yield update
-        for last in self._final():
+        for last in self._final(answer.ending or Ending()):
             yield last
+
+    def _status_line(self) -> str:
+        """What runs now, while nothing is shown; between two calls the last line stays,
+        rather than flicker."""
+        awaited = self.answer.awaited()
+        if awaited is None:
+            return self._status or IDLE
+        self._status = awaited
+        self._statuses.add(awaited)
+        return awaited
 
     def _delta_gap(self) -> float | None:
         if self.events >= STREAM_EVENT_LIMIT:
@@ -266,7 +136,7 @@ class Reply:
         """How long to wait for a change before updating anyway (None: only on a change)."""
         if not self._sent:
             return max(0.0, started + self.pacing.status_delay - now)
-        if self._render() != self._sent and now - last_replace < self.pacing.replace_gap:
+        if self.answer.render() != self._sent and now - last_replace < self.pacing.replace_gap:
             # a re-render held back by time: try again when it is allowed (one held back by
             # bytes or characters waits for the reply to grow, which is a change)
             return last_replace + self.pacing.replace_gap - now
@@ -277,8 +147,8 @@ class Reply:
         return self.bytes_sent + len(target) <= budget
 
     def _update(self, elapsed: float, *, replace_ok: bool) -> fp.PartialResponse | None:
-        """The one event that brings the user's view closer to the reply, if any."""
-        target = self._render()
+        """The one event that brings the user's view closer to the answer, if any."""
+        target = self.answer.render()
         if not target:
             if elapsed < self.pacing.status_delay:
                 return None
@@ -301,7 +171,7 @@ class Reply:
             return self._emit(target, replace=True, snapshot=True)
         # held back: the last part streams on below what the user sees, as long as the
         # re-render that must follow is still affordable
-        live = self._render(live_tail_only=True)
+        live = self.answer.render(shown=self._shown)
         if (
             live != self._sent
             and live.startswith(self._sent)
@@ -313,7 +183,9 @@ class Reply:
     def _take_files(self, event_limit: int) -> list[fp.PartialResponse]:
         """File events for the files waiting, as many as the events left allow."""
         room = max(0, event_limit - self.events) // 2
-        files, self.files = self.files[:room], self.files[room:]
+        waiting = self.answer.files
+        files = waiting[:room]
+        del waiting[:room]
         self.events += 2 * len(files)  # fastapi_poe follows each file event with a text event
         self.files_sent += len(files)
         return [fp.PartialResponse(text="", attachment=attachment) for attachment in files]
@@ -325,42 +197,46 @@ class Reply:
         self.bytes_sent += len(text.encode())
         self.replaces += replace
         self.allowance.charge(text, replace=replace)
-        visible = [part for part in self.parts if part.render()]
+        visible = self.answer.visible()
         for part in visible if snapshot else visible[-1:]:
-            part._shown = part.text
+            self._shown[part] = part.text
         return fp.PartialResponse(text=text, is_replace_response=replace)
 
-    def _final(self) -> list[Event]:
+    def _final(self, ending: Ending) -> list[Event]:
         """The end of the reply: files first (the last text may show them inline), the last
         text, suggested replies, metadata, and the error event when there is one."""
         events: list[Event] = list(self._take_files(EVENT_LIMIT - FINAL_EVENTS))
-        target = self._render()
+        target = self.answer.render()
         note = ""
-        if self.error and self.error_type not in POE_EXPLAINS:
-            note = f"{SEPARATOR if target else ''}> ⚠️ {cut_to(self.error, NOTE_CAP)}"
-        elif not target and not self.error_type and not self.files_sent:
+        if ending.error and ending.error_type not in POE_EXPLAINS:
+            note = f"{SEPARATOR if target else ''}> ⚠️ {cut_to(ending.error, NOTE_CAP)}"
+        elif not target and not ending.error_type and not self.files_sent:
             target = NO_ANSWER  # say so, rather than leave an empty message
         last = self._closing(target, note)
-        if last is None and not self.allowance.chars and not self.error_type:
+        if last is None and not self.allowance.chars and not ending.error_type:
             last = self._emit("", replace=False, snapshot=False)  # Poe needs a text event
         if last is not None:
             events.append(last)
-        ending: list[Event] = []
-        visible = [part for part in self.parts if part.render()]
+        closing: list[Event] = []
+        visible = self.answer.visible()
         if visible:
-            ending += [
+            closing += [
                 fp.PartialResponse(text=suggestion, is_suggested_reply=True)
                 for suggestion in visible[-1].suggestions[:10]
             ]
-        if self.metadata is not None:
-            ending.append(fp.DataResponse(metadata=self.metadata(self._sent)))
-        if self.error_type:
-            error = self.error or ""
-            ending.append(
-                fp.ErrorResponse(text=error, error_type=self.error_type, allow_retry=not self.spent)
+        if ending.records:
+            metadata = conversation.write_metadata(ending.records, self._sent)
+            closing.append(fp.DataResponse(metadata=metadata))
+        if ending.error_type:
+            closing.append(
+                fp.ErrorResponse(
+                    text=ending.error or "",
+                    error_type=ending.error_type,
+                    allow_retry=not ending.spent,
+                )
             )
-        self.events += len(ending)
-        return events + ending
+        self.events += len(closing)
+        return events + closing
 
     def _closing(self, target: str, note: str) -> fp.PartialResponse | None:
         """The last text event: the whole reply and its note, within Poe's limit."""
