@@ -20,8 +20,8 @@ from pydantic import (
 )
 
 from bots.errors import ConfigError, Problem
-from bots.spec.document import Loc
-from bots.spec.explanations import located, read_source, validated
+from bots.spec.document import Loc, read_source
+from bots.spec.explanations import located, validated
 
 
 def _as_item(value: Any) -> Any:

@@ -19,8 +19,7 @@ from bots.run.context import Context
 from bots.run.scope import HIDDEN, Scope, Slot, slots
 from bots.run.trace import TraceEntry, inside
 from bots.spec.filters import items_of, shorten
-from bots.spec.format import CallStep, MapStep, ParallelStep, StepBase
-from bots.spec.loader import branch_key
+from bots.spec.format import CallStep, MapStep, ParallelStep, StepBase, branch_key
 from bots.spec.templates import Branches
 
 

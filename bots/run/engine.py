@@ -36,8 +36,8 @@ from bots.spec.format import (
     RouteStep,
     StepBase,
     TextStep,
+    ids_in,
 )
-from bots.spec.loader import ids_in
 from bots.spec.templates import LOOP_VARIABLES
 
 log = logging.getLogger("bots.engine")  # the name in the log, as creators grep it

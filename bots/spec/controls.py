@@ -11,18 +11,17 @@ nothing undeclared gets through.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import fastapi_poe as fp
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+from bots.spec.templates import IDENTIFIER
+
+Name = Annotated[str, Field(pattern=IDENTIFIER, max_length=64)]
 Ratio = Annotated[str, Field(pattern=r"^\d+(\.\d+)?:\d+(\.\d+)?$")]
 KINDS = ("aspect_ratio", "drop_down", "slider", "toggle", "text", "text_area", "divider")
-LOOP_BOUND = re.compile(r"^\{\{\s*params\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
-"""A loop's `max` read from a slider: exactly `{{ params.NAME }}`."""
 
 
 class _Model(BaseModel):

@@ -10,11 +10,14 @@ it), a template left unquoted; PyYAML's own words follow in brackets.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from bots.errors import ConfigError, Problem
 
 Loc = tuple[str | int, ...]
 At = tuple[int, int]  # line and column, 1-based
@@ -173,3 +176,12 @@ class Document:
         if isinstance(node, SequenceNode):
             return [self._build(item, (*loc, i), depth + 1) for i, item in enumerate(node.value)]
         return self._constructor.construct_object(node, deep=True)
+
+
+def read_source(name: str) -> str:
+    """A file a creator wrote, as text; ConfigError at FILE:1:1 when it cannot be read."""
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError([Problem(name, 1, 1, "", f"cannot read the file: {reason}")]) from e

@@ -8,7 +8,6 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from bots.errors import ConfigError, Problem
 from bots.spec import format as fmt
 from bots.spec.controls import CONTROL_MODELS, control_kind
-from bots.spec.document import Document, Loc, dotted
+from bots.spec.document import Document, Loc, dotted, read_source
 from bots.spec.format import BotSpec, PipelineFile
 
 ModelFor = Callable[[Loc, Any], type[BaseModel] | None]
@@ -75,15 +74,6 @@ def located(
         inner = real_loc(each["loc"], data)
         parent = _get(data, inner[:-1])
         yield inner, explain(dict(each), (*base, *inner), parent, model_for or _model_for)
-
-
-def read_source(name: str) -> str:
-    """A file a creator wrote, as text; ConfigError at FILE:1:1 when it cannot be read."""
-    try:
-        return Path(name).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ConfigError([Problem(name, 1, 1, "", f"cannot read the file: {reason}")]) from e
 
 
 def validated(

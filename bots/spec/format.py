@@ -1,14 +1,19 @@
-"""The pipelines.yaml format, as typed pydantic models.
+"""The pipelines.yaml format, as typed pydantic models, and the walks over their step trees.
 
-Each step kind is its own model, told apart by the one key it has (`bot`, `parallel`, `route`,
-`loop`, `text`), so the engine walks typed objects. Cross-field rules that need the whole file
-(ids defined before use, budgets) live in `loader` and `budget`.
+Each step kind is its own model, told apart by the one key it has (its `kind`: `bot`,
+`parallel`, `route`, `loop`, `map`, `text`), so the engine walks typed objects; the kinds are
+declared once, in `STEP_MODELS`, and everything else derives from it. A `BotSpec` is built
+complete: as it is made it places each of its steps (the step's path in the file, its compiled
+templates, a slider loop's most rounds), and nothing is written into it afterwards.
+Cross-field rules that need the whole file (ids defined before use, budgets) live in `loader`
+and `budget`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+import re
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     AfterValidator,
@@ -21,8 +26,10 @@ from pydantic import (
     field_validator,
 )
 
-from bots.spec.controls import LOOP_BOUND, Control
-from bots.spec.templates import Template
+from bots.errors import TemplateProblem
+from bots.spec.controls import Control, SliderControl, flat
+from bots.spec.document import Loc, dotted
+from bots.spec.templates import IDENTIFIER, Template
 
 POE_CALL_CAP = 100
 """Poe refuses more than this many dependency calls for one user message."""
@@ -31,14 +38,15 @@ BOT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 POE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 """A Poe bot's handle, as in poe.com/<name>: letters, digits, '-', '_' and '.'."""
 PoeName = Annotated[str, Field(min_length=1, max_length=100, pattern=POE_NAME_PATTERN)]
-STEP_KINDS = ("bot", "parallel", "route", "loop", "map", "text")
 MAX_ITEMS = 20
 """The most items a `map` may run its steps for (its budget multiplies by max_items)."""
 
 Show = Literal["stream", "sections", "final", "hide"]
 OnError = Literal["fail", "continue"]
 Wait = Literal["all", "first"] | Annotated[int, Field(ge=1, le=20)]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+Name = Annotated[str, Field(pattern=IDENTIFIER)]
+LOOP_BOUND = re.compile(r"^\{\{\s*params\.(" + IDENTIFIER[1:-1] + r")\s*\}\}$")
+"""A loop's `max` read from a slider control: "{{ params.NAME }}"."""
 
 
 def _one_line(text: str) -> str:
@@ -59,7 +67,10 @@ class Model(BaseModel):
 
 
 class StepBase(Model):
-    id: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = Field(
+    kind: ClassVar[str]
+    """The key that makes a step this kind (its model's entry in `STEP_MODELS`)."""
+
+    id: Name | None = Field(
         default=None, description="Name of the step's output in later templates."
     )
     show: Show | None = Field(
@@ -71,23 +82,41 @@ class StepBase(Model):
     on_error: OnError = Field(default="fail", description="fail (default) or continue.")
     waiting: Wording | None = Field(default=None, description=WAITING_HELP)
 
-    # Where the step stands in the file (e.g. "steps[1].parallel[0]"); set by the loader and
-    # used as the step's stable key in traces and reply metadata.
+    # Where the step stands in its bot (e.g. "steps[1].parallel[0]"): its stable key in
+    # traces and reply metadata; and its compiled templates by field name ("prompt",
+    # "parameters.size"...). Both are set once, by the BotSpec that holds the step, as it is made.
     _path: str = PrivateAttr(default="")
-    # Compiled templates by field name ("prompt", "parameters.size"...); set by the loader.
     _templates: dict[str, Template] = PrivateAttr(default_factory=dict)
 
     @property
     def path(self) -> str:
         return self._path
 
-    @property
-    def kind(self) -> str:
-        raise NotImplementedError
-
     def template(self, name: str) -> Template | None:
         """The compiled template of a field, or None when the field is not set."""
         return self._templates.get(name)
+
+    def templated(self) -> Iterator[tuple[str, str]]:
+        """Each template this step has, by field name, in the order the step uses them."""
+        if self.when is not None:
+            yield "when", self.when
+
+    def nested(self) -> Iterator[tuple[Loc, StepBase]]:
+        """The steps nested directly in this one, each with its place relative to it."""
+        return iter(())
+
+    def _place(self, loc: Loc, rounds: dict[str, int]) -> None:
+        """Called once by the BotSpec being made: this step and those inside it learn their
+        place, compile their templates (one that does not compile is left out: the loader
+        reports it, and no such file is ever run), and a slider loop its most rounds."""
+        self._path = path = dotted(loc)
+        for name, source in self.templated():
+            try:
+                self._templates[name] = Template(source, f"{path}.{name}")
+            except TemplateProblem:
+                pass
+        for inner, step in self.nested():
+            step._place((*loc, *inner), rounds)
 
 
 class CallStep(StepBase):
@@ -100,7 +129,7 @@ class CallStep(StepBase):
     parameters: dict[str, Any] = Field(
         default_factory=dict, description="The message's parameters (string values are templates)."
     )
-    attachments: bool | list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+    attachments: bool | list[Name] = Field(
         default=True,
         description="Files sent with the prompt: true (the user's), false (none), or a list "
         "of sources: user, and ids of earlier steps (the files they produced).",
@@ -118,9 +147,17 @@ class CallStep(StepBase):
         "their answers.",
     )
 
-    @property
-    def kind(self) -> str:
-        return "bot"
+    kind: ClassVar[str] = "bot"
+
+    def templated(self) -> Iterator[tuple[str, str]]:
+        yield from super().templated()
+        if self.prompt is not None:
+            yield "prompt", self.prompt
+        if self.system is not None:
+            yield "system", self.system
+        for name, value in self.parameters.items():
+            if isinstance(value, str):
+                yield f"parameters.{name}", value
 
     @property
     def bots(self) -> list[str]:
@@ -144,9 +181,11 @@ class ParallelStep(StepBase):
         description="all; first (the first answer wins); or k: done when k branches succeed.",
     )
 
-    @property
-    def kind(self) -> str:
-        return "parallel"
+    kind: ClassVar[str] = "parallel"
+
+    def nested(self) -> Iterator[tuple[Loc, StepBase]]:
+        for i, branch in enumerate(self.parallel):
+            yield ("parallel", i), branch
 
 
 class RouteStep(StepBase):
@@ -156,9 +195,18 @@ class RouteStep(StepBase):
     cases: Annotated[dict[str, list[Step]], Field(min_length=1)]
     default: list[Step] | None = None
 
-    @property
-    def kind(self) -> str:
-        return "route"
+    kind: ClassVar[str] = "route"
+
+    def templated(self) -> Iterator[tuple[str, str]]:
+        yield from super().templated()
+        yield "route", self.route
+
+    def nested(self) -> Iterator[tuple[Loc, StepBase]]:
+        for value, case in self.cases.items():
+            for i, step in enumerate(case):
+                yield ("cases", value, i), step
+        for i, step in enumerate(self.default or []):
+            yield ("default", i), step
 
 
 class LoopSpec(Model):
@@ -180,7 +228,8 @@ class LoopSpec(Model):
             '"{{ params.NAME }}" naming a slider control'
         )
 
-    # The most rounds it can run: `max`, or its slider's max_value; set by the loader.
+    # The most rounds it can run when a slider sets `max`: the slider's max_value; set once,
+    # by the BotSpec that holds the loop (which has the controls), as it is made.
     _bound: int = PrivateAttr(default=0)
 
     @property
@@ -194,14 +243,40 @@ class LoopSpec(Model):
         return found.group(1) if found else None
 
 
+def slider_rounds(control: Any) -> int | None:
+    """The most rounds of a loop whose `max` reads this control: its max, when it is a slider
+    of whole numbers from 0 or more to 20 or less; else None (no loop may read it)."""
+    if (
+        isinstance(control, SliderControl)
+        and control.whole
+        and 0 <= control.min
+        and control.max <= 20
+    ):
+        return int(control.max)
+    return None
+
+
 class LoopStep(StepBase):
     """Repeats its steps up to `max` times, stopping early when `until` renders true."""
 
     loop: LoopSpec
 
-    @property
-    def kind(self) -> str:
-        return "loop"
+    kind: ClassVar[str] = "loop"
+
+    def templated(self) -> Iterator[tuple[str, str]]:
+        yield from super().templated()
+        if self.loop.until is not None:
+            yield "until", self.loop.until
+
+    def nested(self) -> Iterator[tuple[Loc, StepBase]]:
+        for i, step in enumerate(self.loop.steps):
+            yield ("loop", "steps", i), step
+
+    def _place(self, loc: Loc, rounds: dict[str, int]) -> None:
+        slider = self.loop.slider
+        if slider is not None:
+            self.loop._bound = rounds.get(slider, 0)  # none: the loader reports it
+        super()._place(loc, rounds)
 
 
 class MapStep(StepBase):
@@ -219,9 +294,15 @@ class MapStep(StepBase):
     )
     steps: Annotated[list[Step], Field(min_length=1)]
 
-    @property
-    def kind(self) -> str:
-        return "map"
+    kind: ClassVar[str] = "map"
+
+    def templated(self) -> Iterator[tuple[str, str]]:
+        yield from super().templated()
+        yield "map", self.map
+
+    def nested(self) -> Iterator[tuple[Loc, StepBase]]:
+        for i, step in enumerate(self.steps):
+            yield ("steps", i), step
 
 
 class TextStep(StepBase):
@@ -229,9 +310,18 @@ class TextStep(StepBase):
 
     text: str
 
-    @property
-    def kind(self) -> str:
-        return "text"
+    kind: ClassVar[str] = "text"
+
+    def templated(self) -> Iterator[tuple[str, str]]:
+        yield from super().templated()
+        yield "text", self.text
+
+
+STEP_MODELS: dict[str, type[StepBase]] = {
+    model.kind: model for model in (CallStep, ParallelStep, RouteStep, LoopStep, MapStep, TextStep)
+}
+"""Every step kind: the key that makes a step that kind, and its model."""
+STEP_KINDS = tuple(STEP_MODELS)
 
 
 def step_kind(value: Any) -> str | None:
@@ -244,28 +334,17 @@ def step_kind(value: Any) -> str | None:
     return None
 
 
-Step = Annotated[
-    Annotated[CallStep, Tag("bot")]
-    | Annotated[ParallelStep, Tag("parallel")]
-    | Annotated[RouteStep, Tag("route")]
-    | Annotated[LoopStep, Tag("loop")]
-    | Annotated[MapStep, Tag("map")]
-    | Annotated[TextStep, Tag("text")],
-    Discriminator(
-        step_kind,
-        custom_error_type="step_kind",
-        custom_error_message="a step needs exactly one of bot, parallel, route, loop, map, text",
-    ),
-]
-
-STEP_MODELS: dict[str, type[StepBase]] = {
-    "bot": CallStep,
-    "parallel": ParallelStep,
-    "route": RouteStep,
-    "loop": LoopStep,
-    "map": MapStep,
-    "text": TextStep,
-}
+if TYPE_CHECKING:
+    Step = StepBase
+else:  # one of the kinds of STEP_MODELS, told apart by its key
+    Step = Annotated[
+        Union[tuple(Annotated[model, Tag(kind)] for kind, model in STEP_MODELS.items())],  # noqa: UP007
+        Discriminator(
+            step_kind,
+            custom_error_type="step_kind",
+            custom_error_message=f"a step needs exactly one of {', '.join(STEP_KINDS)}",
+        ),
+    ]
 
 
 class BotSpec(Model):
@@ -274,7 +353,7 @@ class BotSpec(Model):
     poe_name: str | None = Field(default=None, description="The bot's name on poe.com.")
     access_key_env: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        pattern=IDENTIFIER,
         description="Environment variable holding the access key; default <ID>_ACCESS_KEY.",
     )
     introduction: str | None = None
@@ -291,6 +370,11 @@ class BotSpec(Model):
     )
     waiting: Wording | None = Field(default=None, description=WAITING_HELP)
     steps: Annotated[list[Step], Field(min_length=1)]
+
+    def model_post_init(self, context: Any) -> None:
+        rounds = {c.name: n for c in flat(self.controls) if (n := slider_rounds(c)) is not None}
+        for i, step in enumerate(self.steps):
+            step._place(("steps", i), rounds)
 
 
 class PipelineFile(Model):
@@ -332,22 +416,29 @@ def wordings(steps: Sequence[StepBase], inherited: str | None = None) -> dict[st
         own = step.waiting or inherited
         if isinstance(step, CallStep) and own:
             found[step.path] = own
-        for inner in children(step):
-            found |= wordings(inner, own)
+        found |= wordings([inner for _, inner in step.nested()], own)
     return found
 
 
-def children(step: StepBase) -> list[Sequence[StepBase]]:
-    """The step lists nested directly in a step (branches count as one-step lists)."""
-    if isinstance(step, ParallelStep):
-        return [[branch] for branch in step.parallel]
-    if isinstance(step, RouteStep):
-        return [*step.cases.values(), *([step.default] if step.default is not None else [])]
-    if isinstance(step, LoopStep):
-        return [step.loop.steps]
-    if isinstance(step, MapStep):
-        return [step.steps]
-    return []
+def walk(steps: Sequence[StepBase]) -> Iterator[StepBase]:
+    """These steps and every step nested in them, in file order."""
+    for step in steps:
+        yield step
+        yield from walk([inner for _, inner in step.nested()])
+
+
+def ids_in(steps: Sequence[StepBase]) -> Iterator[str]:
+    """Every step id in these steps and those nested in them."""
+    return (step.id for step in walk(steps) if step.id)
+
+
+def branch_key(step: StepBase, index: int) -> str:
+    """A parallel branch's name: its id, else its bot, else its position."""
+    if step.id:
+        return step.id
+    if isinstance(step, CallStep):
+        return step.bot
+    return f"branch{index + 1}"
 
 
 for _model in (ParallelStep, RouteStep, LoopSpec, LoopStep, MapStep, BotSpec, PipelineFile):

@@ -21,14 +21,22 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from bots.errors import ConfigError, Problem, TemplateProblem
 from bots.spec import format as fmt
 from bots.spec.budget import Cost, sequence_cost
-from bots.spec.controls import Labeled, SectionControl, SliderControl, control_kind
-from bots.spec.document import Document, Loc, dotted
-from bots.spec.explanations import located, read_source
-from bots.spec.format import BotSpec, CallStep, ParallelStep, PipelineFile, StepBase
+from bots.spec.controls import Labeled, SectionControl, control_kind
+from bots.spec.document import Document, Loc, dotted, read_source
+from bots.spec.explanations import located
+from bots.spec.format import (
+    BotSpec,
+    CallStep,
+    ParallelStep,
+    PipelineFile,
+    StepBase,
+    branch_key,
+    ids_in,
+    walk,
+)
 from bots.spec.templates import (
     BUILTINS,
     LOOP_VARIABLES,
-    Template,
     compile_template,
     expression_of,
 )
@@ -192,7 +200,9 @@ class _Checker:
         valid = [step for step in steps if step is not None]
         if not isinstance(spec, BotSpec) or broken_ids or len(valid) != len(steps):
             return None
-        spec = spec.model_copy(update={"steps": valid})
+        # the bot as it is served: made anew with its own steps, which it places as it is made
+        fields = {name: getattr(spec, name) for name in BotSpec.model_fields if name != "steps"}
+        spec = BotSpec(**fields, steps=valid)
         used = [self._steps[i] for i in self._file_uses if i in self._steps]
         file_calls = frozenset(step.path for step in walk(used) if isinstance(step, CallStep))
         wording = fmt.wordings(valid, spec.waiting)
@@ -212,7 +222,6 @@ class _Checker:
     def _check_step(
         self, step: StepBase, loc: Loc, defined: set[str], loop_ids: set[str]
     ) -> set[str]:
-        step._path = dotted(loc[2:])  # relative to the bot, e.g. "steps[1].parallel[0]"
         if step.id is not None:
             if step.id in self._seen_ids:
                 first = self.document.positions.get((*self._seen_ids[step.id], "id"), (0, 0))[0]
@@ -338,7 +347,6 @@ class _Checker:
                 f"template uses {variable!r}, which is not defined before this step; "
                 f"{hint}available: {', '.join(known)}",
             )
-        step._templates[name] = Template(source, f"{step.path}.{name}")
 
     def _check_controls(self, spec: BotSpec, base: Loc) -> None:
         """Control names are unique within a bot (templates read them as params.NAME)."""
@@ -366,14 +374,7 @@ class _Checker:
         name = step.loop.slider
         if name is None:
             return
-        control = self._controls.get(name)
-        if (
-            isinstance(control, SliderControl)
-            and control.whole
-            and 0 <= control.min
-            and control.max <= 20
-        ):
-            step.loop._bound = int(control.max)
+        if fmt.slider_rounds(self._controls.get(name)) is not None:
             return
         self.add(
             (*loc, "loop", "max"),
@@ -434,29 +435,3 @@ def _raw_ids(data: Any) -> Iterator[str]:
 def _raw_budget(data: dict[str, Any]) -> int:
     value = data.get("call_budget", 10)
     return value if isinstance(value, int) and 1 <= value <= fmt.POE_CALL_CAP else 10
-
-
-def branch_key(step: StepBase, index: int) -> str:
-    """A parallel branch's name: its id, else its bot, else its position."""
-    if step.id:
-        return step.id
-    if isinstance(step, CallStep):
-        return step.bot
-    return f"branch{index + 1}"
-
-
-def walk(steps: Sequence[StepBase]) -> Iterator[StepBase]:
-    """These steps and every step nested in them, in file order."""
-    for step in steps:
-        yield step
-        for inner in fmt.children(step):
-            yield from walk(inner)
-
-
-def ids_in(steps: Sequence[StepBase]) -> Iterator[str]:
-    """Every step id in these steps and those nested in them."""
-    for step in steps:
-        if step.id:
-            yield step.id
-        for inner in fmt.children(step):
-            yield from ids_in(inner)

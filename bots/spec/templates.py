@@ -20,6 +20,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from bots.errors import StepFailed, TemplateProblem
 from bots.spec.filters import FILTERS
 
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+"""A name templates can read: a step id, a control, a map's item."""
 BUILTINS = frozenset({"message", "conversation", "params", "attachments", "files"})
 """Variables every template sees; each step's output is added under its id."""
 LOOP_VARIABLES = frozenset({"iteration"})

@@ -25,8 +25,8 @@ from bots.spec import controls
 from bots.spec.document import Loc, dotted
 from bots.spec.explanations import validated
 from bots.spec.filters import shorten
-from bots.spec.format import CallStep, RouteStep, StepBase
-from bots.spec.loader import BotPlan, Config, walk
+from bots.spec.format import CallStep, RouteStep, StepBase, walk
+from bots.spec.loader import BotPlan, Config
 from bots.tools import script, transcript
 from bots.tools.script import Answers, Script, answer_model
 from bots.tools.simulator import SimulatedCaller

@@ -12,8 +12,9 @@ from bots.spec.format import (
     RouteStep,
     StepBase,
     TextStep,
+    branch_key,
 )
-from bots.spec.loader import BotPlan, branch_key
+from bots.spec.loader import BotPlan
 
 
 def _safe(text: str) -> str:

@@ -33,8 +33,8 @@ from bots.errors import CallFailed, UsageError
 from bots.run.client import http_reason
 from bots.spec.document import Loc
 from bots.spec.explanations import validated
-from bots.spec.format import CallStep
-from bots.spec.loader import BotPlan, walk
+from bots.spec.format import CallStep, walk
+from bots.spec.loader import BotPlan
 
 
 def _as_text(value: Any) -> Any:
