@@ -103,6 +103,16 @@ class Candidate:
     baseline: bool = False
 
 
+@dataclass(frozen=True)
+class Means:
+    """How an eval's calls are made: the caller (simulated bots, or Poe's through the
+    throttle), Poe's point balance when it can be read, and what is told of each unit done."""
+
+    caller: Caller
+    balance: Callable[[], Awaitable[int | None]] | None = None
+    progress: Callable[[int], object] = lambda done: None
+
+
 @dataclass
 class Eval:
     """One eval: candidates, the baseline, the items, the judge, and where results go."""
@@ -111,13 +121,9 @@ class Eval:
     baseline: Candidate
     items: list[Item]
     judge: Judge
-    caller: Caller
     ledger: Ledger
     concurrency: int = 4
     source: str = "live"  # where answers come from: live, or a dry run's script (its hash)
-    retry_failed: bool = False  # ask again for answers that failed (and judge them anew)
-    balance: Callable[[], Awaitable[int | None]] | None = None  # Poe's point balance, if known
-    progress: Callable[[int], None] = lambda done: None  # told each time a unit is done
     failed_judgements: int = 0  # judge calls that failed (asked again on resume)
     _judge_plan: BotPlan = field(init=False)
 
@@ -165,41 +171,45 @@ class Eval:
         judgements = [j for j in self.judgements() if j[0] not in self.ledger.judgements]
         return len(missing), sum(missing), len(judgements)
 
-    async def run(self) -> None:
-        """Answers, then judgements; each saved as soon as it is known."""
+    async def run(self, means: Means) -> None:
+        """Answers, then judgements, made by `means`; each saved as soon as it is known."""
         limit = asyncio.Semaphore(self.concurrency)
         for candidate in self.everyone:  # one at a time, so each one's points can be told
             missing = [
                 i for i in self.items if self.answer_key(candidate, i) not in self.ledger.answers
             ]
             if missing:
-                jobs = [self._answer(candidate, item, limit) for item in missing]
-                await self._measured(candidate.name, jobs)
+                jobs = [self._answer(candidate, item, limit, means) for item in missing]
+                await self._measured(candidate.name, jobs, means)
         jobs = [
-            self._judge(key, self._prompt(kind, item, keys), kind, limit)
+            self._judge(key, self._prompt(kind, item, keys), kind, limit, means)
             for key, kind, item, keys in self.judgements()
             if key not in self.ledger.judgements
         ]
         if jobs:
-            await self._measured("judge", jobs)
+            await self._measured("judge", jobs, means)
         self.ledger.summary = self.summary()
         self.ledger.save()
 
-    async def _measured(self, who: str, jobs: list[Coroutine[Any, Any, None]]) -> None:
+    async def _measured(
+        self, who: str, jobs: list[Coroutine[Any, Any, None]], means: Means
+    ) -> None:
         """Runs the jobs concurrently; adds the points Poe's balance lost meanwhile to `who`."""
-        before = await self.balance() if self.balance else None
+        before = await means.balance() if means.balance else None
         async with asyncio.TaskGroup() as group:
             for job in jobs:
                 group.create_task(job)
-        after = await self.balance() if self.balance else None
+        after = await means.balance() if means.balance else None
         if before is not None and after is not None:
             self.ledger.points[who] = self.ledger.points.get(who, 0) + (before - after)
             self.ledger.save()
 
-    async def _answer(self, candidate: Candidate, item: Item, limit: asyncio.Semaphore) -> None:
+    async def _answer(
+        self, candidate: Candidate, item: Item, limit: asyncio.Semaphore, means: Means
+    ) -> None:
         async with limit:
             said = await transcript.answer(
-                candidate.plan, transcript.query(item.message, user_id="eval"), self.caller
+                candidate.plan, transcript.query(item.message, user_id="eval"), means.caller
             )
         self.ledger.answers[self.answer_key(candidate, item)] = {
             "text": said.text,
@@ -209,7 +219,7 @@ class Eval:
             "error": said.error,
         }
         self.ledger.save()
-        self.progress(1)
+        means.progress(1)
 
     def judgements(self) -> list[tuple[str, str, Item, tuple[str, ...]]]:
         """(ledger key, kind, item, the keys of the answers it judges) for every judge call
@@ -236,12 +246,14 @@ class Eval:
             return self.judge.rubric.render(_vars(item, answer=texts[0]))
         return self.judge.pairwise.render(_vars(item, a=texts[0], b=texts[1]))
 
-    async def _judge(self, key: str, prompt: str, kind: str, limit: asyncio.Semaphore) -> None:
+    async def _judge(
+        self, key: str, prompt: str, kind: str, limit: asyncio.Semaphore, means: Means
+    ) -> None:
         async with limit:
             said = await transcript.answer(
-                self._judge_plan, transcript.query(prompt, user_id="eval"), self.caller
+                self._judge_plan, transcript.query(prompt, user_id="eval"), means.caller
             )
-        self.progress(1)
+        means.progress(1)
         if said.error:  # not kept: a resumed eval asks again
             self.failed_judgements += 1
             return
@@ -371,9 +383,7 @@ def command(
 
     path = Path(out)
     source = f"dry-run {answers.signature}" if dry_run else "live"
-    ledger = Ledger(path)
-    run = Eval(candidates, baseline, items, judge, SimulatedCaller(), ledger, concurrency)
-    run.source = source
+    run = Eval(candidates, baseline, items, judge, Ledger(path), concurrency, source)
     if retry_failed and (dropped := run.forget_failures()):
         print(f"asking again for {_count(dropped, 'answer')} that failed")
     to_answer, worst, to_judge = run.to_do()
@@ -404,22 +414,17 @@ async def _run(
     from tqdm import tqdm
 
     throttle = Throttle(*rate)
+    base_url = os.environ.get("POE_BASE_URL") or POE_BASE_URL
     async with new_http_client() as http:
-        if dry_run:
-            run.caller = SimulatedCaller(0.2, 0.01, script=answers)
-        else:
-            base_url = os.environ.get("POE_BASE_URL") or POE_BASE_URL
-            run.caller = ThrottledCaller(PoeCaller(http, base_url, api_key=api_key), throttle)
 
-            async def balance() -> int | None:
-                await throttle.admit()
-                return await poe_balance(http, base_url, api_key)
+        async def balance() -> int | None:
+            await throttle.admit()
+            return await poe_balance(http, base_url, api_key)
 
-            run.balance = balance
         with tqdm(total=total, unit="call", file=sys.stderr, disable=None) as bar:
-
-            def progress(done: int) -> None:
-                bar.update(done)
-
-            run.progress = progress
-            await run.run()
+            if dry_run:
+                means = Means(SimulatedCaller(0.2, 0.01, script=answers), progress=bar.update)
+            else:
+                poe = ThrottledCaller(PoeCaller(http, base_url, api_key=api_key), throttle)
+                means = Means(poe, balance, progress=bar.update)
+            await run.run(means)
