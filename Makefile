@@ -14,8 +14,11 @@ demo: $(BIN)/activate
 	$(BIN)/python -m bots validate
 	$(BIN)/python -m bots chat council --dry-run -m "What makes a good API?"
 
+# ruff (lint and format), the import contract (the worlds import only downward), mypy.
 lint: $(BIN)/activate
-	$(BIN)/ruff check bots tests bench main.py
+	$(BIN)/ruff check bots standin tests bench main.py
+	$(BIN)/ruff format --check bots standin tests bench main.py
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/mypy
 
 test: lint browser

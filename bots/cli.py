@@ -185,10 +185,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UsageError(f"answer {key}: no candidate, baseline or judge has it")
     try:
         return evals.command(
-            candidates, baseline, items, judge, answers, api_key,
-            dry_run=args.dry_run, concurrency=max(1, args.concurrency), rate=rate, out=args.out,
+            candidates,
+            baseline,
+            items,
+            judge,
+            answers,
+            api_key,
+            dry_run=args.dry_run,
+            concurrency=max(1, args.concurrency),
+            rate=rate,
+            out=args.out,
             retry_failed=args.retry_failed,
-        )  # fmt: skip
+        )
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: what was done is saved in {args.out}; run the same command to "

@@ -38,7 +38,6 @@ read by `Reply`, which fails one that breaks Poe's rules (its docstring lists th
 `read_events` does the same for events made in-process, and `serve_app` serves an app.
 """
 
-
 from __future__ import annotations
 
 import asyncio

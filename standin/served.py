@@ -63,9 +63,12 @@ async def serve_pipelines(
     env.update(environ or {})
     async with StandIn(behaviors) as standin:
         app = build_app(
-            config, environ=env, base_url=standin.base_url, pacing=pacing,
+            config,
+            environ=env,
+            base_url=standin.base_url,
+            pacing=pacing,
             deployed_with=deployed_with,
-        )  # fmt: skip
+        )
         async with serve_app(app) as url, httpx.AsyncClient(timeout=30) as http:
             for bot_id in config.bots:
                 key = key_map.get(bot_id, "<missing>")

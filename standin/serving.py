@@ -44,9 +44,13 @@ async def serve_app(
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, log_config=None, log_level="warning", access_log=False, lifespan=lifespan,
+        app,
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        lifespan=lifespan,
         timeout_graceful_shutdown=max(1, int(stop_timeout / 2)),
-    )  # fmt: skip
+    )
     server = _TestServer(config)
 
     async def run() -> None:
@@ -93,9 +97,15 @@ async def serving_process(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = await asyncio.create_subprocess_exec(
-        sys.executable, *args, "--port", str(port), cwd=ROOT, env={**os.environ, **(env or {})},
-        stdout=output, stderr=output,
-    )  # fmt: skip
+        sys.executable,
+        *args,
+        "--port",
+        str(port),
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=output,
+        stderr=output,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient() as http:

@@ -167,11 +167,14 @@ UNUSUAL_MESSAGES: list[dict[str, Any]] = [
     # feedback of a type Poe may add, feedback without its optional reason, a reaction without
     # user_id, and null where a list is expected
     {
-        "role": "user", "content": "an ordinary message with odd extras",
-        "content_type": "text/markdown", "attachments": None,
-        "feedback": [{"type": "love"}, {"type": "like"}], "reactions": [{"reaction": "+1"}],
+        "role": "user",
+        "content": "an ordinary message with odd extras",
+        "content_type": "text/markdown",
+        "attachments": None,
+        "feedback": [{"type": "love"}, {"type": "like"}],
+        "reactions": [{"reaction": "+1"}],
     },
-]  # fmt: skip
+]
 
 
 class PoeChat:
@@ -191,16 +194,25 @@ class PoeChat:
         message = {"role": "user", "content": text, "content_type": "text/markdown"}
         message["message_id"] = identifier("m")
         reply = await poe_query(
-            self.http, self.url, self.key, [*self.history, message],
-            conversation_id=self.conversation_id, **options,
-        )  # fmt: skip
+            self.http,
+            self.url,
+            self.key,
+            [*self.history, message],
+            conversation_id=self.conversation_id,
+            **options,
+        )
         if self.unusual:
             self.history += UNUSUAL_MESSAGES
         self.history += [
             message,
-            {"role": "bot", "content": reply.text, "content_type": "text/markdown",
-             "metadata": reply.metadata, "message_id": identifier("m")},
-        ]  # fmt: skip
+            {
+                "role": "bot",
+                "content": reply.text,
+                "content_type": "text/markdown",
+                "metadata": reply.metadata,
+                "message_id": identifier("m"),
+            },
+        ]
         return reply
 
 
@@ -272,10 +284,15 @@ def query_body(
             a.model_dump() if isinstance(a, fp.Attachment) else dict(a) for a in attachments
         ]
     return {
-        "version": PROTOCOL_VERSION, "type": "query", "query": messages, "user_id": user_id,
-        "conversation_id": conversation_id, "message_id": message_id or identifier("m"),
-        "metadata": identifier("d"), **(extra or {}),
-    }  # fmt: skip
+        "version": PROTOCOL_VERSION,
+        "type": "query",
+        "query": messages,
+        "user_id": user_id,
+        "conversation_id": conversation_id,
+        "message_id": message_id or identifier("m"),
+        "metadata": identifier("d"),
+        **(extra or {}),
+    }
 
 
 def _event_data(raw: str) -> dict[str, Any]:

@@ -253,14 +253,19 @@ async def test_the_shipped_research_and_solver_bots_run_end_to_end() -> None:
     shipped = (ROOT / "pipelines.yaml").read_text()
     behaviors = {
         "GPT-5-mini": Behavior(
-            reply=lambda r: "Why A?\nWhy B?" if "sub-questions" in r.query[-1].content else (
-                "Working...\nANSWER: 42" if "Solve this" in r.query[-1].content
-                else "**42**, because it is."
+            reply=lambda r: (
+                "Why A?\nWhy B?"
+                if "sub-questions" in r.query[-1].content
+                else (
+                    "Working...\nANSWER: 42"
+                    if "Solve this" in r.query[-1].content
+                    else "**42**, because it is."
+                )
             )
         ),
         "Claude-Sonnet-4.5": Behavior(reply=lambda r: "finding for " + r.query[-1].content[:30]),
         "Claude-Opus-4.1": Behavior(echo=True),
-    }  # fmt: skip
+    }
     async with serve_pipelines(shipped, behaviors) as s:
         research = await s.ask("research", "Why is the sky blue?")
         solver = await s.ask("solver", "What is 6 * 7?")

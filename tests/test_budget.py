@@ -21,8 +21,9 @@ from standin.served import serve_pipelines
 BOTS = ["A", "B", "C", "D"]
 SLIDER_MAX = 2
 SLIDER_BOUND = "{{ params.rounds }}"  # a loop whose rounds the user sets, up to SLIDER_MAX
-CONTROLS = [{"slider": "rounds", "label": "Rounds", "min": 0, "max": SLIDER_MAX,
-             "default": SLIDER_MAX}]  # fmt: skip
+CONTROLS = [
+    {"slider": "rounds", "label": "Rounds", "min": 0, "max": SLIDER_MAX, "default": SLIDER_MAX}
+]
 
 
 def steps_strategy(depth: int) -> st.SearchStrategy[list[dict[str, Any]]]:
@@ -182,9 +183,13 @@ def with_timeouts(steps: list[dict[str, Any]]) -> None:
     for step in steps:
         if "bot" in step:
             step["timeout"] = 0.15
-        for inner in [*step.get("cases", {}).values(), step.get("default") or [],
-                      step.get("loop", {}).get("steps", []), step.get("parallel", []),
-                      step.get("steps", [])]:  # fmt: skip
+        for inner in [
+            *step.get("cases", {}).values(),
+            step.get("default") or [],
+            step.get("loop", {}).get("steps", []),
+            step.get("parallel", []),
+            step.get("steps", []),
+        ]:
             with_timeouts(inner)
 
 

@@ -18,10 +18,17 @@ async def chat(
 ) -> tuple[int, str, str]:
     environ = {k: v for k, v in os.environ.items() if k not in ("POE_API_KEY", "POE_BASE_URL")}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bots", "chat", *args,
-        cwd=ROOT, env={**environ, **(env or {})},
-        stdin=PIPE, stdout=PIPE, stderr=PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "bots",
+        "chat",
+        *args,
+        cwd=ROOT,
+        env={**environ, **(env or {})},
+        stdin=PIPE,
+        stdout=PIPE,
+        stderr=PIPE,
+    )
     async with asyncio.timeout(60):
         out, err = await process.communicate(stdin)
     assert process.returncode is not None
@@ -53,9 +60,17 @@ async def test_params_and_files_reach_the_simulated_bots(tmp_path: Path) -> None
     picture = tmp_path / "sketch.png"
     picture.write_bytes(b"\x89PNG")
     code, out, err = await chat(
-        "illustrator", "--dry-run", "--delay", "0.01", "--param", "aspect=1:1",
-        "--file", str(picture), "-m", "a lighthouse",
-    )  # fmt: skip
+        "illustrator",
+        "--dry-run",
+        "--delay",
+        "0.01",
+        "--param",
+        "aspect=1:1",
+        "--file",
+        str(picture),
+        "-m",
+        "a lighthouse",
+    )
     assert code == 0, err
     assert '"aspect_ratio": "1:1"' in out  # the control, sent as Imagen's own parameter
     assert "*attachments: sketch.png*" in out
@@ -126,9 +141,23 @@ def test_a_reader_that_goes_away_ends_the_chat_quietly() -> None:
     environ = {k: v for k, v in os.environ.items() if k != "POE_API_KEY"}
     read, write = os.pipe()
     process = subprocess.Popen(
-        [sys.executable, "-m", "bots", "chat", "council", "--dry-run", "--delay", "0.3",
-         "-m", "hi"], cwd=ROOT, env=environ, stdout=write, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bots",
+            "chat",
+            "council",
+            "--dry-run",
+            "--delay",
+            "0.3",
+            "-m",
+            "hi",
+        ],
+        cwd=ROOT,
+        env=environ,
+        stdout=write,
+        stderr=subprocess.PIPE,
+    )
     os.close(write)
     with os.fdopen(read, "rb") as reader:
         reader.readline()  # the first line, then the reader goes away

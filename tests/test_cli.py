@@ -13,8 +13,12 @@ from standin.serving import ROOT
 def bots(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bots", *args],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 def test_validate_prints_each_bots_worst_case_against_the_budget() -> None:
@@ -22,13 +26,29 @@ def test_validate_prints_each_bots_worst_case_against_the_budget() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == [
-        "council", "GPT-5", "x1,", "Claude-Sonnet-4.5", "x1,", "Gemini-2.5-Pro", "x2,",
-        "Claude-Opus-4.1", "x1", "total", "5/10",
-    ]  # fmt: skip
+        "council",
+        "GPT-5",
+        "x1,",
+        "Claude-Sonnet-4.5",
+        "x1,",
+        "Gemini-2.5-Pro",
+        "x2,",
+        "Claude-Opus-4.1",
+        "x1",
+        "total",
+        "5/10",
+    ]
     assert {line.split()[0] for line in lines} == {
-        "council", "router", "refiner", "race", "illustrator", "animator", "critic", "research",
+        "council",
+        "router",
+        "refiner",
+        "race",
+        "illustrator",
+        "animator",
+        "critic",
+        "research",
         "solver",
-    }  # fmt: skip
+    }
 
 
 def test_validate_notes_a_bot_that_may_pass_the_10_calls_some_poe_guides_state(

@@ -46,7 +46,7 @@ CONTROLS = """\
                   bot: Painter
                   parameters: {aspect_ratio: "{{ params.aspect }}", style: "{{ params.style }}"}
           - text: "{{ params.mood }}|{{ params.hd }}|{{ params.notes }}|{{ params.rounds }}"
-"""  # fmt: skip
+"""
 
 
 def problems(text: str) -> list[str]:
@@ -67,14 +67,18 @@ def test_settings_carry_the_controls_as_fastapi_poe_serialises_them() -> None:
             fp.types.Section(
                 controls=[
                     fp.types.AspectRatio(
-                        label="Shape", parameter_name="aspect", default_value="16:9",
+                        label="Shape",
+                        parameter_name="aspect",
+                        default_value="16:9",
                         options=[
                             fp.types.AspectRatioOption(value="1:1", width=1, height=1),
                             fp.types.AspectRatioOption(value="16:9", width=16, height=9),
                         ],
                     ),
                     fp.types.DropDown(
-                        label="Style", parameter_name="style", default_value="photo",
+                        label="Style",
+                        parameter_name="style",
+                        default_value="photo",
                         options=[
                             fp.types.ValueNamePair(value="photo", name="Photograph"),
                             fp.types.ValueNamePair(value="ink", name="Ink drawing"),
@@ -83,22 +87,29 @@ def test_settings_carry_the_controls_as_fastapi_poe_serialises_them() -> None:
                 ]
             ),
             fp.types.Section(
-                name="More", collapsed_by_default=True,
+                name="More",
+                collapsed_by_default=True,
                 controls=[
                     fp.types.Slider(
-                        label="Rounds", parameter_name="rounds", default_value=1, min_value=0,
-                        max_value=3, step=1,
+                        label="Rounds",
+                        parameter_name="rounds",
+                        default_value=1,
+                        min_value=0,
+                        max_value=3,
+                        step=1,
                     ),
-                    fp.types.ToggleSwitch(label="High detail", parameter_name="hd",
-                                          default_value=False),
+                    fp.types.ToggleSwitch(
+                        label="High detail", parameter_name="hd", default_value=False
+                    ),
                     fp.types.Divider(),
-                    fp.types.TextField(label="Mood", parameter_name="mood", default_value="",
-                                       placeholder="calm"),
+                    fp.types.TextField(
+                        label="Mood", parameter_name="mood", default_value="", placeholder="calm"
+                    ),
                     fp.types.TextArea(label="Notes", parameter_name="notes", default_value=""),
                 ],
             ),
         ]
-    )  # fmt: skip
+    )
     assert plan.cost.total == 3  # the loop runs at most the slider's max
     assert plan.dependencies == {"Painter": 3}
 
@@ -120,8 +131,10 @@ def test_settings_carry_the_controls_as_fastapi_poe_serialises_them() -> None:
 
 async def test_user_values_are_checked_and_only_steps_send_them() -> None:
     async with serve_pipelines(CONTROLS, {"Painter": Behavior(text="p")}) as s:
-        good = await s.ask("painter", parameters={"aspect": "1:1", "rounds": 2, "hd": True,
-                                                  "mood": "calm", "extra": "x"})  # fmt: skip
+        good = await s.ask(
+            "painter",
+            parameters={"aspect": "1:1", "rounds": 2, "hd": True, "mood": "calm", "extra": "x"},
+        )
         bad = await s.ask("painter", parameters={"aspect": "2:1", "rounds": 9, "style": 3})
         sent = [r["query"][-1]["parameters"] for r in s.requests_to("Painter")]
     assert good.text.endswith("calm|True||2")
@@ -153,21 +166,38 @@ async def test_a_value_out_of_range_falls_back_and_the_trace_says_so() -> None:
         (["{slider: n, label: N, min: 3, max: 1}"], "min (3) must be below max (1)"),
         (["{slider: n, label: N, min: 0, max: 2, default: 5}"], "default 5 is outside 0 to 2"),
         (["{slider: n, label: N, min: 0, max: 2, step: 0}"], "input should be greater than 0"),
-        (["{drop_down: s, label: S, options: [a, b], default: c}"],
-         "default 'c' is not one of the options: a, b"),
+        (
+            ["{drop_down: s, label: S, options: [a, b], default: c}"],
+            "default 'c' is not one of the options: a, b",
+        ),
         (["{aspect_ratio: a, label: A, options: [wide]}"], "should match pattern"),
         (["{toggle: t, label: T, defualt: true}"], "unknown key 'defualt'; did you mean"),
         (["{slider: 2x, label: N, min: 0, max: 1}"], "bots.x.controls[0].slider: got '2x'"),
-        (["{label: Nothing}"],
-         "a control needs exactly one of aspect_ratio, drop_down, slider, toggle, text, "
-         "text_area, divider (or section); found none of them"),
+        (
+            ["{label: Nothing}"],
+            "a control needs exactly one of aspect_ratio, drop_down, slider, toggle, text, "
+            "text_area, divider (or section); found none of them",
+        ),
         (["{toggle: t, text: t, label: T}"], "found toggle and text"),
-        (["{toggle: t, label: A}", "{text: t, label: B}"],
-         "c.yaml:6:14: bots.x.controls[1].text: a control named 't' is declared twice"),
+        (
+            ["{toggle: t, label: A}", "{text: t, label: B}"],
+            "c.yaml:6:14: bots.x.controls[1].text: a control named 't' is declared twice",
+        ),
     ],
-    ids=["missing", "min-max", "default-range", "step", "default-option", "ratio", "typo",
-         "name", "no-kind", "two-kinds", "duplicate"],
-)  # fmt: skip
+    ids=[
+        "missing",
+        "min-max",
+        "default-range",
+        "step",
+        "default-option",
+        "ratio",
+        "typo",
+        "name",
+        "no-kind",
+        "two-kinds",
+        "duplicate",
+    ],
+)
 def test_every_control_mistake_is_reported_at_its_line(controls: list[str], expected: str) -> None:
     found = problems(with_controls(*controls))
     assert any(expected in p for p in found), found

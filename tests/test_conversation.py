@@ -17,9 +17,13 @@ from bots.run.conversation import (
 
 def request(*messages: fp.ProtocolMessage) -> fp.QueryRequest:
     return fp.QueryRequest(
-        version="1.2", type="query", query=list(messages), user_id="u",
-        conversation_id="c", message_id="m",
-    )  # fmt: skip
+        version="1.2",
+        type="query",
+        query=list(messages),
+        user_id="u",
+        conversation_id="c",
+        message_id="m",
+    )
 
 
 def user(text: str) -> fp.ProtocolMessage:

@@ -47,8 +47,11 @@ ITEMS = """\
 
 
 def answer_of(model: str) -> Behavior:
-    return Behavior(reply=lambda r: f"{model} answers {r.query[-1].content!r} at quality " + (
-        str(QUALITY[model])))  # fmt: skip
+    return Behavior(
+        reply=lambda r: (
+            f"{model} answers {r.query[-1].content!r} at quality " + (str(QUALITY[model]))
+        )
+    )
 
 
 def judged(request: fp.QueryRequest) -> str:
@@ -84,9 +87,16 @@ async def start_eval(standin: StandIn, *args: str) -> asyncio.subprocess.Process
     environ = {k: v for k, v in os.environ.items() if k not in ("POE_API_KEY", "POE_BASE_URL")}
     environ |= {"POE_API_KEY": KEY, "POE_BASE_URL": standin.base_url}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bots", "eval", *args, cwd=ROOT, env=environ,
-        stdout=PIPE, stderr=PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "bots",
+        "eval",
+        *args,
+        cwd=ROOT,
+        env=environ,
+        stdout=PIPE,
+        stderr=PIPE,
+    )
 
 
 async def run_eval(standin: StandIn, *args: str) -> tuple[int, str, str]:
@@ -117,9 +127,22 @@ async def test_win_rates_intervals_calls_and_points_are_exact(tmp_path: Path) ->
         standin.add_api_key(KEY, points=10_000)
         standin.prices = PRICES
         code, stdout, err = await run_eval(
-            standin, "great", "poor", "--baseline", "Plain-Model", "--judge", "Judge-Bot",
-            "--config", config, "--dataset", items, "--out", out, "--concurrency", "3",
-        )  # fmt: skip
+            standin,
+            "great",
+            "poor",
+            "--baseline",
+            "Plain-Model",
+            "--judge",
+            "Judge-Bot",
+            "--config",
+            config,
+            "--dataset",
+            items,
+            "--out",
+            out,
+            "--concurrency",
+            "3",
+        )
         assert code == 0, err
         answers = sum(1 for r in standin.requests if r["bot"] != "Judge-Bot")
         judge_calls = sum(1 for r in standin.requests if r["bot"] == "Judge-Bot")
@@ -154,11 +177,21 @@ async def browser_dom(page: Path) -> str:
     chromium = shutil.which("chromium")
     assert chromium, "Chromium is missing: `make test` installs it (Debian's package)"
     process = await asyncio.create_subprocess_exec(
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={page.parent / 'chromium'}", "--dump-dom",
-        page.as_uri(), stdout=PIPE, stderr=PIPE,
-    )  # fmt: skip
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={page.parent / 'chromium'}",
+        "--dump-dom",
+        page.as_uri(),
+        stdout=PIPE,
+        stderr=PIPE,
+    )
     async with asyncio.timeout(60):
         out, _ = await process.communicate()
     return out.decode()
@@ -186,19 +219,49 @@ def _dry_eval(config: str, items: str, out: str) -> tuple[int, str, str]:
     import subprocess
 
     result = subprocess.run(
-        [sys.executable, "-m", "bots", "eval", "great", "poor", "--baseline", "Plain-Model",
-         "--config", config, "--dataset", items, "--out", out, "--dry-run"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bots",
+            "eval",
+            "great",
+            "poor",
+            "--baseline",
+            "Plain-Model",
+            "--config",
+            config,
+            "--dataset",
+            items,
+            "--out",
+            out,
+            "--dry-run",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return result.returncode, result.stdout, result.stderr
 
 
 async def test_an_interrupted_eval_resumes_without_paying_again(tmp_path: Path) -> None:
     config, items, out = files(tmp_path)
     args = (
-        "great", "poor", "--baseline", "Plain-Model", "--judge", "Judge-Bot", "--config",
-        config, "--dataset", items, "--out", out, "--concurrency", "1",
-    )  # fmt: skip
+        "great",
+        "poor",
+        "--baseline",
+        "Plain-Model",
+        "--judge",
+        "Judge-Bot",
+        "--config",
+        config,
+        "--dataset",
+        items,
+        "--out",
+        out,
+        "--concurrency",
+        "1",
+    )
     async with StandIn(behaviors(judge_delay=0.2)) as standin:
         standin.add_api_key(KEY)
         process = await start_eval(standin, *args)
@@ -229,9 +292,18 @@ async def test_concurrency_50_keeps_within_poes_rate_limit(tmp_path: Path) -> No
     items = "".join(f"- Question {i}?\n" for i in range(10))
     config, dataset_path, out = files(tmp_path, items)
     args = (
-        "great", "--baseline", "Plain-Model", "--judge", "Judge-Bot", "--config", config,
-        "--dataset", dataset_path, "--concurrency", "50",
-    )  # fmt: skip
+        "great",
+        "--baseline",
+        "Plain-Model",
+        "--judge",
+        "Judge-Bot",
+        "--config",
+        config,
+        "--dataset",
+        dataset_path,
+        "--concurrency",
+        "50",
+    )
     async with StandIn(behaviors()) as standin:
         standin.add_api_key(KEY)
         standin.api_rate = (20, 2.0)  # Poe's 500 a minute, scaled down to keep the test short
@@ -305,9 +377,18 @@ async def test_bad_eval_commands_say_what_to_fix(tmp_path: Path) -> None:
             assert code == 2 and message in err, (args, err)
         await asyncio.to_thread(Path(out).write_text, "my notes, not results")
         code, _, err = await run_eval(
-            standin, "great", "--baseline", "GPT-5", "--dry-run", "--config", config,
-            "--dataset", items, "--out", out,
-        )  # fmt: skip
+            standin,
+            "great",
+            "--baseline",
+            "GPT-5",
+            "--dry-run",
+            "--config",
+            config,
+            "--dataset",
+            items,
+            "--out",
+            out,
+        )
         assert code == 2 and "cannot be read as an eval's results" in err
         kept = await asyncio.to_thread(Path(out).read_text)
         assert kept == "my notes, not results"  # never overwritten

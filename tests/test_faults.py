@@ -138,9 +138,21 @@ async def test_timeouts_that_coincide_with_a_failing_sibling_still_close_every_s
     still close its upstream connection (a second cancellation once landed inside the HTTP
     client's clean-up and left one open, about one run in ten)."""
     branch = {"bot": "Hang", "retries": 1, "timeout": 0.15}
-    yaml = json.dumps({"version": 1, "bots": {"x": {"steps": [
-        {"parallel": [dict(branch, id=f"b{i}") for i in range(3)], "on_error": "continue"}
-    ]}}})  # fmt: skip
+    yaml = json.dumps(
+        {
+            "version": 1,
+            "bots": {
+                "x": {
+                    "steps": [
+                        {
+                            "parallel": [dict(branch, id=f"b{i}") for i in range(3)],
+                            "on_error": "continue",
+                        }
+                    ]
+                }
+            },
+        }
+    )
     for _ in range(12):
         async with serve_pipelines(yaml, {"Hang": Behavior(hang_at=0)}) as s:
             reply = await s.ask("x")

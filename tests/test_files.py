@@ -16,8 +16,12 @@ from standin.serving import ROOT
 
 CAT = ("https://files.example/cat.png", "image/png", "cat.png")
 CLIP = ("https://files.example/clip.mp4", "video/mp4", "clip.mp4")
-DOC = {"url": "https://files.example/doc.pdf", "content_type": "application/pdf",
-       "name": "doc.pdf", "parsed_content": "The document's text."}  # fmt: skip
+DOC = {
+    "url": "https://files.example/doc.pdf",
+    "content_type": "application/pdf",
+    "name": "doc.pdf",
+    "parsed_content": "The document's text.",
+}
 BEHAVIORS = {
     "Painter": Behavior(text="drawn", attachment=CAT),
     "Animator": Behavior(text="animated", attachment=CLIP),
@@ -65,9 +69,12 @@ async def test_a_shown_steps_files_reach_the_user_before_the_text_that_shows_the
               - {bot: Echo, attachments: [picture], history: false}
     """
     inline = Behavior(
-        text="Here: ![the cat][cat1] and more", token_gap=0.01, attachment=CAT,
-        attachment_at=0, inline_ref="cat1",
-    )  # fmt: skip
+        text="Here: ![the cat][cat1] and more",
+        token_gap=0.01,
+        attachment=CAT,
+        attachment_at=0,
+        inline_ref="cat1",
+    )
     async with serve_pipelines(yaml, {"Inline": inline, "Echo": Behavior(echo=True)}) as s:
         reply = await s.ask("draw")  # the stand-in fails a reference before its file
         forwarded = s.requests_to("Echo")[0]["query"][-1]["attachments"]
@@ -123,18 +130,26 @@ def problems(steps: str) -> list[str]:
 @pytest.mark.parametrize(
     ("steps", "expected"),
     [
-        ("- {id: a, bot: A, attachments: [picture]}\n- {id: picture, bot: B}\n",
-         "f.yaml:5:39: bots.x.steps[0].attachments[0]: step 'picture' does not run before"),
-        ("- {id: note, text: hi}\n- {bot: B, attachments: [note]}\n",
-         "step 'note' is a text step, which calls no bot and so has no files"),
-        ("- {id: pic, bot: A}\n- {bot: B, attachments: [pic, picture]}\n",
-         "no step has the id 'picture'; did you mean 'pic'?"),
-        ("- {id: pic, bot: A}\n- {text: '{{ files.pix }}'}\n",
-         "template reads files.pix: no step has the id 'pix'; did you mean 'pic'?"),
+        (
+            "- {id: a, bot: A, attachments: [picture]}\n- {id: picture, bot: B}\n",
+            "f.yaml:5:39: bots.x.steps[0].attachments[0]: step 'picture' does not run before",
+        ),
+        (
+            "- {id: note, text: hi}\n- {bot: B, attachments: [note]}\n",
+            "step 'note' is a text step, which calls no bot and so has no files",
+        ),
+        (
+            "- {id: pic, bot: A}\n- {bot: B, attachments: [pic, picture]}\n",
+            "no step has the id 'picture'; did you mean 'pic'?",
+        ),
+        (
+            "- {id: pic, bot: A}\n- {text: '{{ files.pix }}'}\n",
+            "template reads files.pix: no step has the id 'pix'; did you mean 'pic'?",
+        ),
         ("- {id: user, bot: A}\n", "step id 'user' is a source of attachments"),
     ],
     ids=["later", "text-step", "unknown", "template", "reserved"],
-)  # fmt: skip
+)
 def test_attachment_sources_are_checked_at_their_line(steps: str, expected: str) -> None:
     found = problems(steps)
     assert any(expected in p for p in found), found

@@ -132,27 +132,36 @@ json_values = st.recursive(
     max_leaves=8,
 )
 feedback = st.fixed_dictionaries(
-    {}, optional={"type": st.sampled_from(["like", "dislike", "love"]) | json_values,
-                  "reason": st.text(max_size=10) | json_values},
-)  # fmt: skip
+    {},
+    optional={
+        "type": st.sampled_from(["like", "dislike", "love"]) | json_values,
+        "reason": st.text(max_size=10) | json_values,
+    },
+)
 reaction = st.fixed_dictionaries(
     {}, optional={"user_id": st.text(max_size=10) | json_values, "reaction": json_values}
 )
 message = st.fixed_dictionaries(
     {"role": st.sampled_from(["user", "bot", "system", "tool", "alien"]) | json_values},
-    optional={"content": st.text(max_size=50) | json_values, "parameters": json_values,
-              "attachments": json_values, "metadata": st.text(max_size=30) | json_values,
-              "content_type": st.sampled_from(["text/markdown", "text/plain", "text/html"])
-              | json_values,
-              "feedback": st.lists(feedback, max_size=2) | json_values,
-              "reactions": st.lists(reaction, max_size=2) | json_values,
-              "message_type": st.sampled_from(["function_call", "poll"]) | json_values},
-)  # fmt: skip
+    optional={
+        "content": st.text(max_size=50) | json_values,
+        "parameters": json_values,
+        "attachments": json_values,
+        "metadata": st.text(max_size=30) | json_values,
+        "content_type": st.sampled_from(["text/markdown", "text/plain", "text/html"]) | json_values,
+        "feedback": st.lists(feedback, max_size=2) | json_values,
+        "reactions": st.lists(reaction, max_size=2) | json_values,
+        "message_type": st.sampled_from(["function_call", "poll"]) | json_values,
+    },
+)
 messages = st.recursive(
-    message, lambda inner: message.map(lambda m: m) | st.builds(
-        lambda m, r: {**m, "referenced_message": r}, message, inner
-    ), max_leaves=2,
-)  # fmt: skip
+    message,
+    lambda inner: (
+        message.map(lambda m: m)
+        | st.builds(lambda m, r: {**m, "referenced_message": r}, message, inner)
+    ),
+    max_leaves=2,
+)
 bodies = st.fixed_dictionaries(
     {},
     optional={

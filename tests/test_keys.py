@@ -76,9 +76,18 @@ async def test_the_terminal_chat_never_prints_the_api_key() -> None:
         standin.allow_any_caller = True
         env = {**os.environ, "POE_API_KEY": api_key, "POE_BASE_URL": standin.base_url}
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bots", "chat", "race", "-m", "hi",
-            cwd=ROOT, env=env, stdout=PIPE, stderr=PIPE,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "bots",
+            "chat",
+            "race",
+            "-m",
+            "hi",
+            cwd=ROOT,
+            env=env,
+            stdout=PIPE,
+            stderr=PIPE,
+        )
         async with asyncio.timeout(60):
             out, err = await process.communicate()
         sent_keys = {r.get("api_key") for r in standin.requests}

@@ -80,9 +80,12 @@ def test_a_broken_pipelines_file_stops_the_import_with_the_validators_message(
     )
     result = subprocess.run(
         [sys.executable, "-c", "import main"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+    )
     assert result.returncode == 1
     assert "pipelines.yaml:4:22: bots.x.steps[0].retries: got 9" in result.stderr
     assert "fix it before deploying or serving" in result.stderr
@@ -95,9 +98,15 @@ async def test_the_web_functions_body_serves_every_bot_over_http(
     import main
 
     names = {
-        "GPT-5": "g", "Claude-Sonnet-4.5": "c", "Gemini-2.5-Pro": "m", "Claude-Opus-4.1": "o",
-        "GPT-5-mini": "code", "GPT-5-nano": "n", "Gemini-2.5-Flash": "f", "Imagen-4": "i",
-    }  # fmt: skip
+        "GPT-5": "g",
+        "Claude-Sonnet-4.5": "c",
+        "Gemini-2.5-Pro": "m",
+        "Claude-Opus-4.1": "o",
+        "GPT-5-mini": "code",
+        "GPT-5-nano": "n",
+        "Gemini-2.5-Flash": "f",
+        "Imagen-4": "i",
+    }
     async with StandIn({name: Behavior(text=text) for name, text in names.items()}) as standin:
         standin.allow_any_caller = True
         monkeypatch.setenv("POE_BASE_URL", standin.base_url)

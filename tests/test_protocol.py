@@ -356,10 +356,12 @@ async def test_a_deployed_bot_with_a_malformed_key_refuses_instead_of_serving_op
     holds something else (a user's API key pasted by mistake), the bot refuses every request
     rather than let anyone in or turn every one of Poe's requests away with 401."""
     environ = {"FAILS_ACCESS_KEY": "pk-" + "x" * 40, "OTHER_ACCESS_KEY": " " + "o" * 32 + "\n"}
-    config = loader.parse("version: 1\nbots:\n  fails:\n    steps: [{text: hi}]\n  other:\n"
-                          "    steps: [{text: ok}]\n")  # fmt: skip
-    app = build_app(config, environ=environ, base_url="http://127.0.0.1:9/bot/",
-                    deployed_with="poe-pipelines")  # fmt: skip
+    config = loader.parse(
+        "version: 1\nbots:\n  fails:\n    steps: [{text: hi}]\n  other:\n    steps: [{text: ok}]\n"
+    )
+    app = build_app(
+        config, environ=environ, base_url="http://127.0.0.1:9/bot/", deployed_with="poe-pipelines"
+    )
     async with serve_app(app) as url, httpx.AsyncClient() as http:
         refused = await poe_query(http, f"{url}/fails", "pk-" + "x" * 40, "hello")
         trimmed = await poe_query(http, f"{url}/other", "o" * 32, "hello")  # no newline: fine

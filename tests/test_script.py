@@ -156,9 +156,17 @@ async def test_chat_dry_run_takes_answers_from_a_file_and_the_command_line(
         """)
     )
     code, out, err = await chat(
-        "refiner", "--dry-run", "--delay", "0", "--answers", str(answers),
-        "--answer", "revision=The revised answer.", "-m", "Explain recursion.",
-    )  # fmt: skip
+        "refiner",
+        "--dry-run",
+        "--delay",
+        "0",
+        "--answers",
+        str(answers),
+        "--answer",
+        "revision=The revised answer.",
+        "-m",
+        "Explain recursion.",
+    )
     assert code == 0, err
     assert "The revised answer." in out
     assert "round 1 (until: false, so another round)" in out

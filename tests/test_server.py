@@ -140,8 +140,11 @@ def test_serve_refuses_a_bad_pipelines_file(tmp_path: Path) -> None:
     bad.write_text("version: 1\nbots:\n  x:\n    steps:\n      - {bot: A, retires: 2}\n")
     result = subprocess.run(
         [sys.executable, "-m", "bots", "serve", "--config", str(bad), "--port", "0"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert result.returncode == 1
     assert f"{bad}:5:18: bots.x.steps[0].retires: unknown key 'retires'" in result.stderr
 

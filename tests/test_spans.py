@@ -99,9 +99,15 @@ async def test_each_message_is_one_trace_of_its_steps_and_tries(
     assert facts["pipeline.outcome"] == "done"
     children = tree(one)
     assert children["invoke_workflow every"] == [
-        "parallel steps[0]", "bot steps[1]", "route steps[2]", "map steps[3]", "bot steps[4]",
-        "loop steps[5]", "bot steps[6]", "text steps[7]",
-    ]  # fmt: skip
+        "parallel steps[0]",
+        "bot steps[1]",
+        "route steps[2]",
+        "map steps[3]",
+        "bot steps[4]",
+        "loop steps[5]",
+        "bot steps[6]",
+        "text steps[7]",
+    ]
     assert sorted(children["parallel steps[0]"]) == [
         "bot steps[0].parallel[0]",
         "bot steps[0].parallel[1]",
@@ -130,7 +136,7 @@ async def test_each_message_is_one_trace_of_its_steps_and_tries(
         (attributes(span)["pipeline.call.try"], span.status.code, attributes(span))
         for span in one
         if span.name == "invoke_agent Flaky"
-    )  # fmt: skip
+    )
     (n1, status1, failed), (n2, status2, ok) = tries
     assert (n1, n2) == (1, 2) and status1 == 2 and status2 != 2  # 2: STATUS_CODE_ERROR
     assert failed["error.type"] and failed["pipeline.call.failure"] == "it sent an error"
@@ -163,10 +169,11 @@ async def test_content_is_exported_only_when_the_creator_turns_it_on(
     assert USER_TEXT in json.loads(root["gen_ai.input.messages"])[0]["parts"][0]["content"]
     assert "done fixed answer" in root["gen_ai.output.messages"]
     item = next(
-        attributes(span) for span in spans
+        attributes(span)
+        for span in spans
         if attributes(span).get("pipeline.step.path") == "steps[3].steps[0]#2"
         and span.name.startswith("invoke_agent")
-    )  # fmt: skip
+    )
     assert (
         "item y" in item["gen_ai.input.messages"]
         and "beta answer" in item["gen_ai.output.messages"]
@@ -215,9 +222,13 @@ async def test_reactions_and_feedback_join_the_trace_of_their_message(
             headers = {"Authorization": f"Bearer {s.keys['every']}"}
             for body in (
                 {**base, "type": "report_reaction", "user_id": identifier("u"), "reaction": "like"},
-                {**base, "type": "report_feedback", "user_id": identifier("u"),
-                 "feedback_type": "dislike"},
-            ):  # fmt: skip
+                {
+                    **base,
+                    "type": "report_feedback",
+                    "user_id": identifier("u"),
+                    "feedback_type": "dislike",
+                },
+            ):
                 answer = await s.http.post(f"{s.url}/every", json=body, headers=headers)
                 assert answer.status_code == 200
     spans = collector.spans()
@@ -244,9 +255,13 @@ async def test_without_an_endpoint_nothing_is_traced_and_reactions_are_still_log
         monkeypatch.delenv(name, raising=False)
     caplog.set_level(logging.INFO)
     body = {
-        "version": "1.2", "type": "report_reaction", "message_id": "m-1",
-        "conversation_id": identifier("c"), "user_id": identifier("u"), "reaction": "heart",
-    }  # fmt: skip
+        "version": "1.2",
+        "type": "report_reaction",
+        "message_id": "m-1",
+        "conversation_id": identifier("c"),
+        "user_id": identifier("u"),
+        "reaction": "heart",
+    }
     async with serve_pipelines(EVERY_KIND, BEHAVIORS) as s:
         headers = {"Authorization": f"Bearer {s.keys['every']}"}
         assert (await s.http.post(f"{s.url}/every", json=body, headers=headers)).status_code == 200
@@ -283,11 +298,30 @@ def test_chat_trace_file_holds_the_same_spans_as_otlp_json(tmp_path: Path) -> No
     config.write_text(EVERY_KIND.replace("\n    ", "\n").removeprefix("    "))
     out = tmp_path / "trace.json"
     run = subprocess.run(
-        [sys.executable, "-m", "bots", "chat", "every", "--config", str(config), "--dry-run",
-         "--delay", "0.01", "--answer", "topic=code", "-m", "one", "-m", "two",
-         "--trace-file", str(out)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bots",
+            "chat",
+            "every",
+            "--config",
+            str(config),
+            "--dry-run",
+            "--delay",
+            "0.01",
+            "--answer",
+            "topic=code",
+            "-m",
+            "one",
+            "-m",
+            "two",
+            "--trace-file",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert f"in {out} (OTLP/JSON)" in run.stdout
     assert "0 s" in run.stdout and "█" in run.stdout  # the waterfall's axis and bars
     exported = json.loads(out.read_text())
@@ -305,8 +339,19 @@ def test_chat_trace_file_holds_the_same_spans_as_otlp_json(tmp_path: Path) -> No
 
 def test_chat_trace_file_must_be_writable(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "bots", "chat", "council", "--dry-run", "-m", "x",
-         "--trace-file", str(tmp_path / "nowhere" / "t.json")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bots",
+            "chat",
+            "council",
+            "--dry-run",
+            "-m",
+            "x",
+            "--trace-file",
+            str(tmp_path / "nowhere" / "t.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2 and "does not exist" in run.stderr

@@ -215,10 +215,14 @@ async def test_echo_describes_messages_parameters_and_attachments(http: httpx.As
         standin.declare(KEY, {"E": 1, "D": 1})
         echoed = json.loads(shown(await collect(standin, http, "E", request)))
         reply = await poe_query(
-            http, standin.base_url + "D", KEY, "plain", parameters={"n": 1},
+            http,
+            standin.base_url + "D",
+            KEY,
+            "plain",
+            parameters={"n": 1},
             attachments=[{"url": "u", "content_type": "image/png", "name": "p.png"}],
             extra={"access_key": KEY},
-        )  # fmt: skip
+        )
     assert echoed == {
         "bot": "E",
         "last": "Look",
@@ -367,9 +371,14 @@ class Forwarder(fp.PoeBot):
 
     async def get_response(self, request: fp.QueryRequest) -> AsyncIterator[fp.PartialResponse]:
         async for message in fp.stream_request(
-            request, "A", request.access_key, session=self.http, num_tries=1,
-            base_url=self.base_url, on_error=lambda error, message: None,
-        ):  # fmt: skip
+            request,
+            "A",
+            request.access_key,
+            session=self.http,
+            num_tries=1,
+            base_url=self.base_url,
+            on_error=lambda error, message: None,
+        ):
             yield message
 
 
@@ -422,9 +431,14 @@ async def test_a_call_without_poes_metadata_or_under_another_bearer_is_refused(
         with pytest.raises(BotError):
             await collect(standin, http, "A", bare)
         other = fp.stream_request(
-            query(), "A", "someone-else-key-0123456789abcdef", session=http, num_tries=1,
-            base_url=standin.base_url, on_error=lambda error, message: None,
-        )  # fmt: skip
+            query(),
+            "A",
+            "someone-else-key-0123456789abcdef",
+            session=http,
+            num_tries=1,
+            base_url=standin.base_url,
+            on_error=lambda error, message: None,
+        )
         with pytest.raises(BotError):
             [m async for m in other]
         fine = await collect(standin, http, "A", query())
@@ -436,9 +450,11 @@ async def test_a_call_before_the_rate_limit_resets_gets_429_again(
     http: httpx.AsyncClient,
 ) -> None:
     busy = Behavior(
-        text="ok", http_status=429, http_status_first=1,
+        text="ok",
+        http_status=429,
+        http_status_first=1,
         headers={"x-ratelimit-reset-requests": "30"},
-    )  # fmt: skip
+    )
     async with StandIn({"Busy": busy}) as standin:
         standin.declare(KEY, {"Busy": 5}, caller="Caller")
         for _ in range(2):
@@ -462,20 +478,30 @@ DONE = ("done", {})
 @pytest.mark.parametrize(
     ("pairs", "broken"),
     [
-        ([("text", {"text": "x" * 60_000}), ("replace_response", {"text": "y" * 50_000}), DONE],
-         "over 100,000 characters"),
+        (
+            [("text", {"text": "x" * 60_000}), ("replace_response", {"text": "y" * 50_000}), DONE],
+            "over 100,000 characters",
+        ),
         ([("text", {"text": "😀" * 50_001}), DONE], "over 100,000 characters"),
         ([TEXT] * 10_001 + [DONE], "more than 10,000 events"),
         ([TEXT, DONE, TEXT], "came after 'done'"),
         ([("data", {"metadata": "m"}), DONE], "neither a text nor an error event"),
         ([TEXT], "without a 'done' event"),
-        ([("text", {"text": "![cat][c1]"}),
-          ("file", {"url": "u", "name": "c.png", "content_type": "image/png", "inline_ref": "c1"}),
-          DONE], "before its file arrived"),
+        (
+            [
+                ("text", {"text": "![cat][c1]"}),
+                (
+                    "file",
+                    {"url": "u", "name": "c.png", "content_type": "image/png", "inline_ref": "c1"},
+                ),
+                DONE,
+            ],
+            "before its file arrived",
+        ),
         ([("text", {"invalid": "{oops"}), DONE], "not JSON"),
     ],
     ids=["chars", "emoji", "events", "after-done", "no-text", "no-done", "file-order", "json"],
-)  # fmt: skip
+)
 def test_the_reply_reader_fails_each_broken_rule(
     pairs: list[tuple[str, dict[str, Any]]], broken: str
 ) -> None:

@@ -117,9 +117,16 @@ def _chart(summary: dict[str, Any]) -> dict[str, Any]:
     steps = max(1, round(span / 5))
     xticks = [{"x": x(c), "label": str(c)} for c in range(0, int(span) + 1, steps)]
     return {
-        "width": width, "height": height, "left": left, "bottom": height - bottom,
-        "top": top, "right": width - right, "dots": dots, "ticks": ticks, "xticks": xticks,
-    }  # fmt: skip
+        "width": width,
+        "height": height,
+        "left": left,
+        "bottom": height - bottom,
+        "top": top,
+        "right": width - right,
+        "dots": dots,
+        "ticks": ticks,
+        "xticks": xticks,
+    }
 
 
 HTML = _ENV.from_string((Path(__file__).parent / "scorecard.html").read_text(encoding="utf-8"))

@@ -95,9 +95,11 @@ async def first(run: Runner, step: ParallelStep, slot: Slot, scope: Scope, neede
     except BaseExceptionGroup as group_error:
         raise first_run_error(group_error) from None
     if len(finished) < needed:
-        what = "every branch of the race failed" if step.wait == "first" else (
-            f"only {len(finished)} of the {needed} branches needed succeeded"
-        )  # fmt: skip
+        what = (
+            "every branch of the race failed"
+            if step.wait == "first"
+            else (f"only {len(finished)} of the {needed} branches needed succeeded")
+        )
         raise StepFailed(f"{what}: " + "; ".join(failures), log_reason=f"{step.path}: {what}")
     winners = ", ".join(names[i] for i in sorted(finished))
     for i, branch_slot in enumerate(branch_slots):

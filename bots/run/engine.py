@@ -247,9 +247,12 @@ class Run:
                 if until is not None:
                     entry.facts["until"] = done
                     entry.detail = f"until: {str(done).lower()}, " + (
-                        "so it stops" if done else
-                        "and that was the last round" if iteration == rounds else "so another round"
-                    )  # fmt: skip
+                        "so it stops"
+                        if done
+                        else "and that was the last round"
+                        if iteration == rounds
+                        else "so another round"
+                    )
                 self.trace.append(entry)
                 if done:
                     break

@@ -49,15 +49,21 @@ def resolve(plan: BotPlan, environ: Mapping[str, str], *, deployed_with: str | N
         log.error(
             "bot %s: %s, so /%s refuses every request. Add the bot's access key (from its edit "
             "page on poe.com) as %s to the Modal secret %r, then run `modal deploy main.py`.",
-            plan.id, problem, plan.id, variable, deployed_with,
-        )  # fmt: skip
+            plan.id,
+            problem,
+            plan.id,
+            variable,
+            deployed_with,
+        )
         return Key(None, f"this bot is not configured on its server: {problem}")
     if not key:
         log.warning(
             "bot %s: %s, so /%s accepts requests without a key (fine for local development; "
             "set it before deploying)",
-            plan.id, problem, plan.id,
-        )  # fmt: skip
+            plan.id,
+            problem,
+            plan.id,
+        )
         return Key(None)
     log.warning("bot %s: %s; serving with it anyway (local development)", plan.id, problem)
     return Key(key)

@@ -98,8 +98,9 @@ def _tolerate_query(data: dict[str, Any]) -> bool:
         if isinstance(message, dict):
             changed |= _tolerate_message(message)
     if not kept and query:
-        raise Refused(422, "invalid query request: no message has a role or content type "
-                      "this bot understands")  # fmt: skip
+        raise Refused(
+            422, "invalid query request: no message has a role or content type this bot understands"
+        )
     data["query"] = kept
     return changed
 

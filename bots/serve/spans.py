@@ -269,8 +269,10 @@ class QuietExporter(SpanExporter):
         if failed and not self.failing:
             log.warning(
                 "traces: the collector at %s did not take %d spans; replies go on, and spans "
-                "are dropped until it answers (this is said once)", self.where, len(spans),
-            )  # fmt: skip
+                "are dropped until it answers (this is said once)",
+                self.where,
+                len(spans),
+            )
         elif not failed and self.failing:
             log.info("traces: the collector at %s answers again", self.where)
         self.failing = failed

@@ -106,9 +106,12 @@ class AspectRatioControl(_Choice):
                 )
             )
         return fp.types.AspectRatio(
-            label=self.label, description=self.description, parameter_name=self.name,
-            default_value=self.default_value, options=options,
-        )  # fmt: skip
+            label=self.label,
+            description=self.description,
+            parameter_name=self.name,
+            default_value=self.default_value,
+            options=options,
+        )
 
 
 class DropDownControl(_Choice):
@@ -128,10 +131,12 @@ class DropDownControl(_Choice):
     def poe(self) -> fp.types.DropDown:
         names = self.options if isinstance(self.options, dict) else {v: v for v in self.options}
         return fp.types.DropDown(
-            label=self.label, description=self.description, parameter_name=self.name,
+            label=self.label,
+            description=self.description,
+            parameter_name=self.name,
             default_value=self.default_value,
             options=[fp.types.ValueNamePair(value=v, name=n) for v, n in names.items()],
-        )  # fmt: skip
+        )
 
 
 class SliderControl(Labeled):
@@ -178,10 +183,14 @@ class SliderControl(Labeled):
 
     def poe(self) -> fp.types.Slider:
         return fp.types.Slider(
-            label=self.label, description=self.description, parameter_name=self.name,
-            default_value=self.default_value, min_value=_number(self.min),
-            max_value=_number(self.max), step=_number(self.step),
-        )  # fmt: skip
+            label=self.label,
+            description=self.description,
+            parameter_name=self.name,
+            default_value=self.default_value,
+            min_value=_number(self.min),
+            max_value=_number(self.max),
+            step=_number(self.step),
+        )
 
 
 class ToggleControl(Labeled):
@@ -208,9 +217,11 @@ class ToggleControl(Labeled):
 
     def poe(self) -> fp.types.ToggleSwitch:
         return fp.types.ToggleSwitch(
-            label=self.label, description=self.description, parameter_name=self.name,
+            label=self.label,
+            description=self.description,
+            parameter_name=self.name,
             default_value=self.default,
-        )  # fmt: skip
+        )
 
 
 class _Textual(Labeled):
@@ -234,9 +245,12 @@ class _Textual(Labeled):
 
     def poe(self) -> fp.types.TextField | fp.types.TextArea:
         return self._poe(
-            label=self.label, description=self.description, parameter_name=self.name,
-            default_value=self.default, placeholder=self.placeholder,
-        )  # fmt: skip
+            label=self.label,
+            description=self.description,
+            parameter_name=self.name,
+            default_value=self.default,
+            placeholder=self.placeholder,
+        )
 
 
 class TextControl(_Textual):
