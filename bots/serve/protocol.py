@@ -87,22 +87,20 @@ def read(body: bytes, access_key: str | None) -> Request | None:
     return _validate(model, data, kind)
 
 
-def _tolerate_query(data: dict[str, Any]) -> bool:
-    """Drops the messages Poe says to ignore and repairs what may be omitted; True if changed."""
+def _tolerate_query(data: dict[str, Any]) -> None:
+    """Drops the messages Poe says to ignore and repairs what may be omitted."""
     query = data.get("query")
     if not isinstance(query, list):
-        return False  # validation says what is wrong
+        return  # validation says what is wrong
     kept = [m for m in query if not _ignored(m)]
-    changed = len(kept) != len(query)
     for message in kept:
         if isinstance(message, dict):
-            changed |= _tolerate_message(message)
+            _tolerate_message(message)
     if not kept and query:
         raise Refused(
             422, "invalid query request: no message has a role or content type this bot understands"
         )
     data["query"] = kept
-    return changed
 
 
 def _ignored(message: Any) -> bool:
@@ -119,18 +117,15 @@ def _known(value: Any, names: frozenset[str]) -> bool:
     return isinstance(value, str) and value in names
 
 
-def _tolerate_message(message: dict[str, Any]) -> bool:
-    changed = _null_means_default(fp.ProtocolMessage, message)
+def _tolerate_message(message: dict[str, Any]) -> None:
+    _null_means_default(fp.ProtocolMessage, message)
     feedback = message.get("feedback")
     if isinstance(feedback, list):
         known = [
             f for f in feedback if isinstance(f, dict) and _known(f.get("type"), FEEDBACK_TYPES)
         ]
         for item in known:
-            if "reason" not in item:
-                item["reason"] = None
-                changed = True
-        changed |= len(known) != len(feedback)
+            item.setdefault("reason", None)
         message["feedback"] = known
     reactions = message.get("reactions")
     if isinstance(reactions, list):
@@ -140,27 +135,22 @@ def _tolerate_message(message: dict[str, Any]) -> bool:
         for item in readable:
             if not isinstance(item.get("user_id"), str):
                 item["user_id"] = ""
-                changed = True
-        changed |= len(readable) != len(reactions)
         message["reactions"] = readable
     if message.get("message_type") is not None and not _known(
         message["message_type"], MESSAGE_TYPES
     ):
         del message["message_type"]  # a kind of message this fastapi_poe does not know
-        changed = True
     referenced = message.get("referenced_message")
     if isinstance(referenced, dict):
         if _ignored(referenced):
             message["referenced_message"] = None
-            changed = True
         else:
-            changed |= _tolerate_message(referenced)
-    return changed
+            _tolerate_message(referenced)
 
 
-def _null_means_default(model: type[BaseModel], data: dict[str, Any]) -> bool:
+def _null_means_default(model: type[BaseModel], data: dict[str, Any]) -> None:
     """Removes `null`s from fields that have a default but do not take None (lists, mappings,
-    text with a default), so the default applies; True if any was removed."""
+    text with a default), so the default applies."""
     nulls = [
         name
         for name, info in model.model_fields.items()
@@ -171,7 +161,6 @@ def _null_means_default(model: type[BaseModel], data: dict[str, Any]) -> bool:
     ]
     for name in nulls:
         del data[name]
-    return bool(nulls)
 
 
 def _validate(model: type[BaseModel], data: dict[str, Any], kind: str) -> Request:
