@@ -134,7 +134,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config, status=2)
     if args.cases == cases.DEFAULT_PATH and not Path(args.cases).exists():
         print(
-            f"no {cases.DEFAULT_PATH} here: write your cases in it (see the README), or name "
+            f"no {cases.DEFAULT_PATH} here: write your cases in it (see docs/testing.md), or name "
             "a file with --cases PATH",
             file=sys.stderr,
         )

@@ -1,4 +1,5 @@
-"""Every command in the README's shell blocks runs as written (`make test` is CI itself)."""
+"""Every command in the shell blocks of the README and of docs/*.md runs as written
+(`make test` is CI itself)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import pytest
 from standin.poe import Behavior, StandIn
 from standin.serving import ROOT, serving_process
 
+DOCS = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("docs/*.md"))]
 
-def readme_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
+
+def shell_commands(name: str) -> list[str]:
+    text = (ROOT / name).read_text()
     commands = []
     for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
         for line in block.splitlines():
@@ -26,20 +29,32 @@ def readme_commands() -> list[str]:
 
 
 def test_the_readme_has_the_two_commands() -> None:
-    commands = readme_commands()
+    commands = shell_commands("README.md")
     assert commands[:2] == ["make demo", "make test"]
 
 
-@pytest.mark.parametrize("command", [c for c in readme_commands() if c != "make test"])
-def test_readme_command_runs(command: str) -> None:
+def test_the_docs_are_there() -> None:
+    assert len(DOCS) > 1, "no docs/*.md found"
+
+
+@pytest.mark.parametrize(
+    "name, command",
+    [
+        pytest.param(name, command, id=f"{name}: {command}")
+        for name in DOCS
+        for command in shell_commands(name)
+        if command != "make test"
+    ],
+)
+def test_shell_command_runs(name: str, command: str) -> None:
     args = shlex.split(command)
     if args[0] == ".venv/bin/python":
         args[0] = sys.executable
     result = subprocess.run(
         args, capture_output=True, text=True, timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip()
+    assert result.returncode == 0, f"{name}: {result.stderr}"
+    assert result.stdout.strip(), f"{name}: {command} printed nothing"
 
 
 async def test_the_readmes_curl_query_gets_a_streamed_reply() -> None:

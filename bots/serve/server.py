@@ -239,7 +239,7 @@ async def sync_settings(http: httpx.AsyncClient, base_url: str, bots: list[Pipel
             problem = f"Poe could not be reached ({type(e).__name__})"
         log.warning(
             "bot %s: settings sync for %s failed: %s. The bot still serves; sync by hand as the "
-            "README says if Poe shows old dependencies.",
+            "docs/deploy.md says if Poe shows old dependencies.",
             bot.plan.id,
             name,
             problem,
