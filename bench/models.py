@@ -1,11 +1,8 @@
-"""Dependency bots that stream like real models, for the capacity benchmark: the first token
-after a random 0.5-2 s, then one token an event at about 40 tokens a second, about 400 tokens.
-
-The stand-in serves them with a lean writer of its own (the SSE events Poe sends, written
-straight to the ASGI `send`) rather than through fastapi_poe, so that hundreds of them cost the
-stand-in little and the server under test, not the stand-in, is what a run measures. Each
-stream's times are kept on the monotonic clock, which every process of the machine shares, so
-the parent can tell how much later than its own dependencies a reply reached the user."""
+"""Dependency bots that stream like real models (the first token after a random 0.5-2 s, then
+one token an event at 40 tokens a second, about 400 tokens), and the stand-in for Poe that
+serves them and times every stream. It writes the SSE events straight to the ASGI `send`, not
+through fastapi_poe, so that hundreds of streams cost it little: the server under test is what
+a run measures. Times are on the monotonic clock, which every process of the machine shares."""
 
 from __future__ import annotations
 
@@ -16,61 +13,49 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-MARKER = "tok"  # every token's text starts with it; no bot name or progress line contains it
+from standin.poe import Behavior, StandIn
+
+MARKER = "tok"  # every token's text starts with it; no heading or progress line contains it
 
 
 @dataclass(frozen=True)
 class Model:
-    """How one model-like bot streams (the defaults are those the issue asked for)."""
+    """How a model-like bot streams (uniform ranges)."""
 
-    first_token_s: tuple[float, float] = (0.5, 2.0)  # uniform
-    tokens: tuple[int, int] = (360, 440)  # uniform
+    first_token_s: tuple[float, float] = (0.5, 2.0)
+    tokens: tuple[int, int] = (360, 440)
     tokens_per_s: float = 40.0
 
-    @property
-    def mean_seconds(self) -> float:
-        """A stream's mean duration."""
-        return sum(self.first_token_s) / 2 + sum(self.tokens) / 2 / self.tokens_per_s
-
     def fan_out_seconds(self, n: int) -> float:
-        """The mean duration of the slowest of `n` such streams started together (a fan-out
-        lasts as long as its slowest branch): the first token's expected maximum, then the
-        tokens."""
+        """The mean duration of the slowest of `n` streams started together: the first
+        token's expected maximum, then the tokens."""
         low, high = self.first_token_s
         return low + (high - low) * n / (n + 1) + sum(self.tokens) / 2 / self.tokens_per_s
 
 
-@dataclass
-class Stream:
-    """One stream the stand-in served: when it started, sent its first token, and ended."""
-
-    message_id: str
-    bot: str
-    started: float
-    first_token: float | None = None
-    ended: float | None = None
-    events: int = 0
-
-
-class ModelStreams:
-    """The stand-in's model-like bots, and what each of their streams did."""
+class ModelStandIn(StandIn):
+    """`standin.poe.StandIn` (every caller admitted) whose bots are `models`."""
 
     def __init__(self, models: dict[str, Model]) -> None:
+        super().__init__({name: Behavior() for name in models})
+        self.allow_any_caller = True  # the servers under test call with keys it never saw
         self.models = models
-        self.streams: list[Stream] = []
-        self.events_sent = 0  # every text event, all streams (the count the parent polls)
+        self.streams: list[list[Any]] = []  # [message_id, started, first token, ended]
+        self.events_sent = 0  # text events of all streams (the count the parent polls)
 
-    def app(self, bot: str, message_id: str) -> Any:
-        """The ASGI app that answers one query to `bot`: the events of a model's reply,
-        paced from the stream's start, ended early if the caller goes away."""
+    async def _stream(self, scope: Any, receive: Any, send: Any, app: Any = None) -> None:
+        request = self.requests[-1]  # appended just before this call, with no await between
+        app = self._model_app(request["bot"], str(request.get("message_id")))
+        await super()._stream(scope, receive, send, app)
+
+    def _model_app(self, bot: str, message_id: str) -> Any:
+        """One reply of `bot`, paced from the stream's start, ended if the caller goes."""
         model = self.models[bot]
         rng = random.Random(f"{message_id}/{bot}")  # the same message streams the same way
-        first = rng.uniform(*model.first_token_s)
-        count = rng.randint(*model.tokens)
-        gap = 1 / model.tokens_per_s
+        first, count = rng.uniform(*model.first_token_s), rng.randint(*model.tokens)
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
-            stream = Stream(message_id, bot, time.monotonic())
+            stream: list[Any] = [message_id, time.monotonic(), None, None]
             self.streams.append(stream)
             gone = asyncio.Event()
 
@@ -84,7 +69,7 @@ class ModelStreams:
             try:
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 for i in range(count):
-                    delay = stream.started + first + i * gap - time.monotonic()
+                    delay = stream[1] + first + i / model.tokens_per_s - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
                     if gone.is_set():
@@ -92,23 +77,24 @@ class ModelStreams:
                     data = json.dumps({"text": f"{MARKER}{i} "})
                     body = f"event: text\r\ndata: {data}\r\n\r\n".encode()
                     await send({"type": "http.response.body", "body": body, "more_body": True})
-                    if stream.first_token is None:
-                        stream.first_token = time.monotonic()
-                    stream.events += 1
+                    stream[2] = stream[2] or time.monotonic()
                     self.events_sent += 1
                 done = b"event: done\r\ndata: {}\r\n\r\n"
                 await send({"type": "http.response.body", "body": done, "more_body": False})
             finally:
-                stream.ended = time.monotonic()
+                stream[3] = time.monotonic()
                 watcher.cancel()
 
         return app
 
-    def reset(self) -> None:
-        self.streams.clear()
+    def reset(self) -> dict[str, Any]:
+        for kept in (self.streams, self.refused, self.requests, self.calls, self.attempts):
+            kept.clear()
+        return {}
 
-    def timings(self) -> list[tuple[str, str, float, float | None, float | None, int]]:
-        return [
-            (s.message_id, s.bot, s.started, s.first_token, s.ended, s.events)
-            for s in self.streams
-        ]
+    def count(self) -> dict[str, Any]:
+        """Cheap enough to poll during a measurement."""
+        return {"events_sent": self.events_sent, "open_streams": self.open_streams}
+
+    def stats(self) -> dict[str, Any]:
+        return {"streams": self.streams, "refused": len(self.refused)}

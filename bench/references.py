@@ -1,20 +1,16 @@
-"""The servers the capacity benchmark holds ours against, each a three-way fan-out of the same
-dependency bots, served at /fanout in a process of its own:
+"""The servers ours is held against, each a three-way fan-out of the same dependencies,
+served at /fanout:
 
-* `poe_pattern`: the pattern of Poe's own two-bot merge (`TurboVsClaudeBot` in Poe's
-  server-bot-quick-start), extended to three bots: `asyncio.as_completed` over the streams,
-  and after every chunk the whole text again as a `replace_response`; `stream_request` as the
-  sample calls it (its own client per call, its default tries);
-* `handwritten`: what a careful creator writes by hand: one shared client, one try, three
-  tasks feeding a queue; the bot that speaks first streams live as plain text, the others
-  follow whole, in the order they started, each when the one before it ends (no re-rendering);
-* `floor`: the thinnest relay that still speaks the protocol, without fastapi_poe: a bare ASGI
-  app that reads each upstream SSE stream with httpx and httpx-sse, parses each event and
-  forwards its text at once (interleaved). Nothing a server bot does can cost less per
+* `poe_pattern`: Poe's own two-bot merge (`TurboVsClaudeBot` in Poe's server-bot-quick-start),
+  extended to three bots: `asyncio.as_completed` over the streams, the whole text again as a
+  `replace_response` after every chunk, `stream_request` as the sample calls it;
+* `handwritten`: a careful creator's: one shared client, one try, three tasks feeding a queue;
+  the bot that speaks first streams live, the others follow whole, in the order they started;
+* `floor`: the thinnest relay that still speaks the protocol: bare ASGI, httpx and httpx-sse,
+  each upstream event's text forwarded at once. Nothing a server bot does can cost less per
   relayed event, so CPU per event is measured against it.
-
-Dependencies' own replace_response and files are not handled by the last two: the model-like
-bots send neither."""
+The last two ignore dependencies' replace_response and files: the model-like bots send neither.
+"""
 
 from __future__ import annotations
 
