@@ -36,10 +36,7 @@ serve: $(BIN)/activate
 load: $(BIN)/activate
 	LOAD_CHATS=500 LOAD_SECONDS=60 $(BIN)/python -m pytest tests/test_load.py -s --timeout 900 -q
 
-# The benchmarks: each prints its tables; results go to bench-results/latest/ (not committed).
-# The figures in bench-results/ are recorded on purpose, with --out (see the README).
+# The benchmark: prints its report; results go to bench-results/latest/ (not committed).
+# The figures in bench-results/ are recorded on purpose, with --out (see docs/performance.md).
 bench: $(BIN)/activate
-	$(BIN)/python -m bench.run
-	$(BIN)/python -m bench.conversation
-	$(BIN)/python -m bench.tracing
-	$(BIN)/python -m bench.capacity
+	$(BIN)/python -m bench --cold-start --tracing

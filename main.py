@@ -19,7 +19,7 @@ from bots.spec import loader
 
 APP_NAME = "poe-pipelines"
 SECRET_NAME = "poe-pipelines"  # a Modal secret holding each bot's <ID>_ACCESS_KEY
-# What one container holds, measured (`python -m bench.capacity`; README, "Capacity"). Modal
+# What one container holds, measured (`python -m bench`; docs/performance.md). Modal
 # runs the app's replies as tasks on one event loop, so a container uses one core, however
 # many it is given: CPU asks for that one. On it, one server process relays three-way fan-outs
 # of models streaming 40 tokens a second with p99 added latency under 100 ms and event-loop lag
