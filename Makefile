@@ -34,7 +34,7 @@ serve: $(BIN)/activate
 
 # The full load run: 500 concurrent three-way chats for 60 s (CI runs a short version).
 load: $(BIN)/activate
-	LOAD_CHATS=500 LOAD_SECONDS=60 $(BIN)/python -m pytest tests/test_load.py -s --timeout 900 -q
+	LOAD_CHATS=500 LOAD_SECONDS=60 $(BIN)/python -m pytest tests/e2e/test_load.py -s --timeout 900 -q
 
 # The benchmark: prints its report; results go to bench-results/latest/ (not committed).
 # The figures in bench-results/ are recorded on purpose, with --out (see docs/performance.md).

@@ -50,10 +50,18 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(
-    True, Model((0.05, 0.2), (15, 20), 100.0), first_level=3, most=6, bisect=0, warm_s=0.4,
-    window_s=0.8, chat_timeout=3.0, cold_starts=1, level=3,
+    True,
+    Model((0.05, 0.2), (15, 20), 100.0),
+    first_level=3,
+    most=6,
+    bisect=0,
+    warm_s=0.4,
+    window_s=0.8,
+    chat_timeout=3.0,
+    cold_starts=1,
+    level=3,
     run_seconds=150.0,
-)  # fmt: skip
+)
 
 
 def pipelines_yaml() -> str:
@@ -75,8 +83,9 @@ class Capacity:
         self.http = httpx.AsyncClient(timeout=120)
         self.standin: Process
 
-    async def start(self, kind: str, name: str = "", env: dict[str, str] | None = None,
-                    **extra: Any) -> Process:  # fmt: skip
+    async def start(
+        self, kind: str, name: str = "", env: dict[str, str] | None = None, **extra: Any
+    ) -> Process:
         spec = {"kind": kind, "base_url": self.standin.url + "/bot/", "bots": MODELS, **extra}
         spec |= {"yaml": pipelines_yaml()} if kind == "ours" else {}
         args = ["-m", "bench.child", "server", json.dumps(spec)]
@@ -119,10 +128,16 @@ class Capacity:
         await self.get(self.standin, "reset")
         free = await connections(server.url, int(level * 1.3) + 5)
         chats, w0, w1, seen = await drive(
-            server.url, PATH, rate=rate, warm=s.warm_s, window=s.window_s,
-            limit_s=s.chat_timeout, seed=int(level * 1000), free=free,
+            server.url,
+            PATH,
+            rate=rate,
+            warm=s.warm_s,
+            window=s.window_s,
+            limit_s=s.chat_timeout,
+            seed=int(level * 1000),
+            free=free,
             measure=lambda w0, w1: watch(server, self.standin, self.http, w0, w1),
-        )  # fmt: skip
+        )
         await asyncio.gather(*(c.close() for c in free))
         await self.settle()
         stats = await self.get(self.standin, "stats")

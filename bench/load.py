@@ -141,9 +141,17 @@ async def connections(url: str, n: int) -> list[Connection]:
 
 
 async def drive(
-    url: str, path: str, *, rate: float, warm: float, window: float, limit_s: float,
-    seed: int, free: list[Connection], measure: Callable[[float, float], Awaitable[Any]],
-) -> tuple[list[Arrival], float, float, Any]:  # fmt: skip
+    url: str,
+    path: str,
+    *,
+    rate: float,
+    warm: float,
+    window: float,
+    limit_s: float,
+    seed: int,
+    free: list[Connection],
+    measure: Callable[[float, float], Awaitable[Any]],
+) -> tuple[list[Arrival], float, float, Any]:
     """Chats arriving at `rate` a second on kept-alive connections (from `free`, which gets
     them back), until every chat that started in the window [warm, warm + window] has ended;
     the chats still running then are cut. `measure(w0, w1)` runs alongside. Returns the chats,

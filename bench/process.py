@@ -23,9 +23,13 @@ class Process:
     such as `python -m bots serve --port N` (`start(ready=False)`, then `listening(N)`)."""
 
     def __init__(
-        self, name: str, args: list[str], log_dir: Path, cpus: list[int] | None = None,
+        self,
+        name: str,
+        args: list[str],
+        log_dir: Path,
+        cpus: list[int] | None = None,
         env: dict[str, str] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.name, self.args, self.cpus, self.env = name, args, cpus, env or {}
         self.log_path = log_dir / f"{name}.log"
         self.url, self.pid, self.started = "", 0, 0.0
@@ -39,10 +43,15 @@ class Process:
         cpus, self.started = self.cpus, time.monotonic()
         with self.log_path.open("wb") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, *self.args, cwd=ROOT, env=env, stdout=PIPE if ready else log,
-                stdin=PIPE if ready else asyncio.subprocess.DEVNULL, stderr=log,
+                sys.executable,
+                *self.args,
+                cwd=ROOT,
+                env=env,
+                stdout=PIPE if ready else log,
+                stdin=PIPE if ready else asyncio.subprocess.DEVNULL,
+                stderr=log,
                 preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-            )  # fmt: skip
+            )
         self.pid = self.proc.pid
         if ready and self.proc.stdout is not None:
             async with asyncio.timeout(30):

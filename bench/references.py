@@ -83,9 +83,13 @@ def handwritten_app(base_url: str, bots: Sequence[str]) -> Any:
             async def pump(i: int, bot: str) -> None:
                 try:
                     async for msg in fp.stream_request(
-                        request, bot, request.access_key,
-                        base_url=base_url, session=shared[0], num_tries=1,
-                    ):  # fmt: skip
+                        request,
+                        bot,
+                        request.access_key,
+                        base_url=base_url,
+                        session=shared[0],
+                        num_tries=1,
+                    ):
                         if msg.text:
                             queue.put_nowait((i, msg.text))
                 finally:

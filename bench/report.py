@@ -11,15 +11,25 @@ from typing import Any
 from bench.step import rnd
 
 STEP_COLUMNS = (  # (header, key)
-    ("planned", "planned_in_flight"), ("arrivals/s", "arrivals_per_s"),
-    ("in flight", "chats_in_flight"), ("streams", "upstream_streams"), ("errors", "errors"),
-    ("server CPU", "server_cpu"), ("us/event", "cpu_us_per_upstream_event"),
-    ("lag p50 ms", "loop_lag_ms_p50"), ("lag p99 ms", "loop_lag_ms_p99"),
-    ("first +ms p50", "added_first_text_ms_p50"), ("first +ms p99", "added_first_text_ms_p99"),
-    ("done +ms p50", "added_done_ms_p50"), ("done +ms p99", "added_done_ms_p99"),
-    ("KB/chat", "memory_per_chat_kb"), ("RSS MB", "server_rss_mb"),
-    ("stand-in CPU", "standin_cpu"), ("load CPU", "loadgen_cpu"), ("held", "held"),
-)  # fmt: skip
+    ("planned", "planned_in_flight"),
+    ("arrivals/s", "arrivals_per_s"),
+    ("in flight", "chats_in_flight"),
+    ("streams", "upstream_streams"),
+    ("errors", "errors"),
+    ("server CPU", "server_cpu"),
+    ("us/event", "cpu_us_per_upstream_event"),
+    ("lag p50 ms", "loop_lag_ms_p50"),
+    ("lag p99 ms", "loop_lag_ms_p99"),
+    ("first +ms p50", "added_first_text_ms_p50"),
+    ("first +ms p99", "added_first_text_ms_p99"),
+    ("done +ms p50", "added_done_ms_p50"),
+    ("done +ms p99", "added_done_ms_p99"),
+    ("KB/chat", "memory_per_chat_kb"),
+    ("RSS MB", "server_rss_mb"),
+    ("stand-in CPU", "standin_cpu"),
+    ("load CPU", "loadgen_cpu"),
+    ("held", "held"),
+)
 
 TRACING_COLUMNS = ("in flight", "errors", "server CPU", "us/event", "lag p99 ms", "done +ms p99")
 
@@ -94,9 +104,11 @@ def report(r: dict[str, Any]) -> str:
         parts.append(f"profile: {r['profile']['path']}")
     if "cold_start" in r:
         c = r["cold_start"]
-        parts.append(f"cold start (process start -> first event, {c['runs']} runs): median "
-                     f"{c['first_event_s_median']} s, worst {c['first_event_s_max']} s; "
-                     f"listening after {c['listening_s_median']} s")  # fmt: skip
+        parts.append(
+            f"cold start (process start -> first event, {c['runs']} runs): median "
+            f"{c['first_event_s_median']} s, worst {c['first_event_s_max']} s; "
+            f"listening after {c['listening_s_median']} s"
+        )
     parts.append(f"\nerrors: {r['errors']}")
     parts += [f"  {e}" for e in r["error_samples"]]
     return "\n".join(parts)

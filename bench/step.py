@@ -65,9 +65,14 @@ async def watch(
 
 
 def figures(
-    rate: float, chats: list[Arrival], streams: list[list[Any]], w0: float, w1: float,
-    seen: dict[str, Any], idle_rss_kb: int,
-) -> dict[str, Any]:  # fmt: skip
+    rate: float,
+    chats: list[Arrival],
+    streams: list[list[Any]],
+    w0: float,
+    w1: float,
+    seen: dict[str, Any],
+    idle_rss_kb: int,
+) -> dict[str, Any]:
     """One step's row. `streams` are the stand-in's (message_id, started, first token, ended)."""
     measured = [c for c in chats if c.measured]
     errors = [c for c in measured if c.error is not None]

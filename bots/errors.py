@@ -3,6 +3,7 @@
 PipelineError
 ├── ConfigError            a file is invalid (carries every problem found, each located)
 ├── TemplateProblem        a template does not compile or reaches for something unsafe
+├── Unreadable             YAML or JSON past a bound (size, nesting, values, numbers), or not JSON
 ├── UsageError             a command's argument, or a file named by one, cannot be used
 │   └── ChatError          the terminal chat cannot go on (a refused key, an unreadable file)
 ├── Refused                a request answered with an HTTP error (status and one-line detail)
@@ -52,6 +53,17 @@ class ConfigError(PipelineError):
 class TemplateProblem(PipelineError, ValueError):
     """A template that does not compile or that reaches for something unsafe (a ValueError
     too, so the format's pydantic validators report it where the template is)."""
+
+
+class Unreadable(PipelineError, ValueError):
+    """A YAML or JSON text past one of the reading bounds, or not JSON at all; `line` and
+    `column` say where, when that is known (a ValueError too, for the readers that fall back
+    when a text is not what they hoped for)."""
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
 
 
 class UsageError(PipelineError):

@@ -11,21 +11,19 @@ resumes where it stopped, and nothing is paid twice.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import statistics
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bots.errors import UsageError
 from bots.evals.dataset import Item
 from bots.evals.judge import Judge, item_outcome, score, scored_outcome, verdict
+from bots.evals.ledger import Ledger, results_and_report, write_beside
 from bots.evals.throttle import Throttle, ThrottledCaller
 from bots.run.client import POE_BASE_URL, Caller, PoeCaller, new_http_client
 from bots.spec import loader
@@ -58,42 +56,6 @@ def wilson(mean: float, n: int) -> tuple[float, float]:
     centre = (mean + z2 / (2 * n)) / (1 + z2 / n)
     half = Z95 * math.sqrt(mean * (1 - mean) / n + z2 / (4 * n * n)) / (1 + z2 / n)
     return max(0.0, centre - half), min(1.0, centre + half)
-
-
-class Ledger:
-    """What an eval has done so far, kept in its JSON file: each answer and each verdict,
-    saved the moment it is known (written to a temporary file, then renamed over)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        data: dict[str, Any] = {}
-        if path.exists():
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:  # never overwritten: it may hold paid answers
-                raise UsageError(
-                    f"{path} cannot be read as an eval's results ({e}); move it, or name "
-                    "another file with --out"
-                ) from None
-            if not isinstance(data, dict) or data.get("version") != 1:
-                raise UsageError(f"{path} is not an eval's results; name another with --out")
-        self.answers: dict[str, dict[str, Any]] = dict(data.get("answers") or {})
-        self.judgements: dict[str, dict[str, Any]] = dict(data.get("judgements") or {})
-        self.points: dict[str, int] = dict(data.get("points") or {})
-        self.summary: dict[str, Any] = dict(data.get("summary") or {})
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = {
-            "version": 1,
-            "summary": self.summary,
-            "answers": self.answers,
-            "judgements": self.judgements,
-            "points": self.points,
-        }
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-        os.replace(temporary, self.path)
 
 
 @dataclass
@@ -381,7 +343,7 @@ def command(
     prints its table. Progress goes to stderr as a bar."""
     from bots.evals import scorecard
 
-    path = Path(out)
+    path, report = results_and_report(out)
     source = f"dry-run {answers.signature}" if dry_run else "live"
     run = Eval(candidates, baseline, items, judge, Ledger(path), concurrency, source)
     if retry_failed and (dropped := run.forget_failures()):
@@ -398,8 +360,7 @@ def command(
         flush=True,
     )
     asyncio.run(_run(run, answers, api_key, dry_run, rate, to_answer + to_judge))
-    report = path.with_suffix(".html")
-    report.write_text(scorecard.html(run.ledger.summary, run.views()), encoding="utf-8")
+    write_beside(report, scorecard.html(run.ledger.summary, run.views()))
     print(scorecard.table(run.ledger.summary))
     if run.failed_judgements:
         print(f"{run.failed_judgements} judge calls failed; run again to ask them again")

@@ -19,9 +19,10 @@ from pydantic import (
     model_validator,
 )
 
-from bots.errors import ConfigError, Problem
-from bots.spec.document import Loc, read_source
+from bots.errors import ConfigError, Problem, Unreadable
+from bots.spec.document import Loc
 from bots.spec.explanations import located, validated
+from bots.spec.reading import json_value, read_source
 
 
 def _as_item(value: Any) -> Any:
@@ -84,11 +85,11 @@ def _read_jsonl(path: str) -> list[Item]:
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
+            data = json_value(line)
             items.append(Item.model_validate(_as_item(data)))
             where.append((number, 1))
-        except json.JSONDecodeError as e:
-            problems.append(Problem(path, number, e.colno, "", f"not JSON: {e.msg}"))
+        except Unreadable as e:
+            problems.append(Problem(path, number, e.column or 1, "", str(e)))
         except ValidationError as e:
             for loc, message in located(e, _as_item(data), (), lambda loc, data: Item):
                 problems.append(Problem(path, number, 1, ".".join(map(str, loc)), message))

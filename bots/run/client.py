@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import logging
 import math
 from collections.abc import AsyncGenerator
@@ -22,6 +21,7 @@ from fastapi_poe.client import BotError, BotErrorNoRetry
 from fastapi_poe.types import ErrorType
 
 from bots.errors import CallFailed
+from bots.spec.reading import json_value
 
 log = logging.getLogger("bots.client")  # the name in the log, as creators grep it
 
@@ -155,7 +155,7 @@ def _failure(error: BotError, responses: list[httpx.Response]) -> CallFailed:
         )
     text = str(error)
     try:
-        data = json.loads(text)
+        data = json_value(text)
     except ValueError:
         data = None
     if isinstance(data, dict):  # the bot's own error event

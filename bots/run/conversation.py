@@ -27,6 +27,8 @@ from typing import Any
 
 import fastapi_poe as fp
 
+from bots.spec.reading import json_value
+
 METADATA_VERSION = 2
 ANSWER_RECORD_CAP = 2_000
 """Longest answer of a hidden step kept in the metadata (characters)."""
@@ -117,8 +119,8 @@ def read_records(message: fp.ProtocolMessage) -> dict[str, Record]:
     if message.role != "bot" or not message.metadata:
         return {}
     try:
-        data = json.loads(message.metadata)
-    except ValueError:
+        data = json_value(message.metadata)
+    except ValueError:  # not ours, or past the reading bounds: no history from it
         return {}
     calls = data.get("calls") if isinstance(data, dict) else None
     if not isinstance(calls, dict):

@@ -129,6 +129,16 @@ class Run:
             fields["failed_calls"] = self.calls.failures
         return fields
 
+    def unexpected(self, step: StepBase, error: Exception) -> StepFailed:
+        """A step that raised what no step should: logged whole for the creator, and a step
+        failure like any other for the user (its `on_error` decides)."""
+        where = f"bot {self.ctx.plan.id}: {step.path}"
+        log.error("%s: unexpected %s inside the step", where, type(error).__name__, exc_info=error)
+        return StepFailed(
+            f"{step.path} failed unexpectedly ({type(error).__name__}); it has been logged",
+            log_reason=f"{step.path}: unexpected {type(error).__name__} (logged above)",
+        )
+
     def failed(self, entry: TraceEntry, error: StepFailed, part: Part | None, *, fail: bool) -> str:
         """A step (or one sample of it) that failed: its trace entry says so; the failure
         goes on up when `fail` (its `on_error` is fail, or a race needs every branch to
@@ -175,6 +185,11 @@ class Run:
         except asyncio.CancelledError:
             entry.outcome = "cancelled"
             raise
+        except RunError:
+            raise  # the whole reply stops (a call past the budget)
+        except Exception as e:  # anything else inside the step (a filter on hostile text...)
+            failure = self.unexpected(step, e)
+            value = self.failed(entry, failure, slot.part(), fail=strict or step.on_error == "fail")
         finally:
             if slot is not inherited:
                 slot.close()

@@ -28,9 +28,7 @@ from bots.errors import Refused
 from bots.serve import protocol
 from bots.serve.keys import Key
 
-MAX_BODY_BYTES = 64 * 1024 * 1024
-"""Poe resends the whole conversation (up to 1,000 messages) every turn: 500 replies of 8,000
-CJK characters, escaped as JSON, are about 25 MB; this leaves room beyond that."""
+MAX_BODY_BYTES = protocol.BODY.bytes
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,24 @@ def configure() -> None:
         root.addHandler(handler)
 
 
+FIELD_CAP = 300
+"""Longest text a field of a log line keeps (a request's identifiers are the sender's)."""
+
+
 def record(logger: logging.Logger, message: str, fields: Mapping[str, Any]) -> None:
-    """Logs one structured record at INFO: `fields` become keys of its JSON line."""
-    logger.info(message, extra={"fields": dict(fields)})
+    """Logs one structured record at INFO: `fields` become keys of its JSON line, each text
+    cut at FIELD_CAP characters."""
+    logger.info(message, extra={"fields": bounded(dict(fields))})
+
+
+def bounded(value: Any, depth: int = 0) -> Any:
+    """A field's value with every text cut at FIELD_CAP characters (and lists at 50 items)."""
+    if isinstance(value, str):
+        return value if len(value) <= FIELD_CAP else f"{value[:FIELD_CAP]}…({len(value):,} chars)"
+    if depth > 3:
+        return "…"
+    if isinstance(value, dict):
+        return {str(k)[:FIELD_CAP]: bounded(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [bounded(v, depth + 1) for v in value[:50]]
+    return value

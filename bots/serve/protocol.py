@@ -20,14 +20,14 @@ request whose known fields are missing or of the wrong type get a 4xx that names
 
 from __future__ import annotations
 
-import json
 from typing import Any, get_args
 
 import fastapi_poe as fp
 from fastapi_poe.types import ContentType, FeedbackType, MessageType
 from pydantic import BaseModel, ValidationError
 
-from bots.errors import Refused
+from bots.errors import Refused, Unreadable
+from bots.spec.reading import BOUNDS, MiB, json_value
 
 REQUEST_MODELS: dict[str, type[fp.types.BaseRequest]] = {
     "query": fp.QueryRequest,
@@ -36,6 +36,10 @@ REQUEST_MODELS: dict[str, type[fp.types.BaseRequest]] = {
     "report_reaction": fp.ReportReactionRequest,
     "report_error": fp.ReportErrorRequest,
 }
+BODY = BOUNDS.with_bytes(64 * MiB)
+"""A request body: Poe resends the whole conversation (up to 1,000 messages) every turn: 500
+replies of 8,000 CJK characters, escaped as JSON, are about 25 MB; this leaves room beyond
+that."""
 ROLES = frozenset(get_args(fp.ProtocolMessage.model_fields["role"].annotation))
 CONTENT_TYPES = frozenset(get_args(ContentType))
 FEEDBACK_TYPES = frozenset(get_args(FeedbackType))
@@ -58,9 +62,9 @@ def read(body: bytes, access_key: str | None) -> Request | None:
     `access_key`, as fastapi_poe's own route gives it); IGNORED for a request to acknowledge
     and drop. Raises Refused."""
     try:
-        data: Any = json.loads(body)
-    except ValueError:
-        raise Refused(400, "the request body is not JSON") from None
+        data: Any = json_value(body, BODY)
+    except Unreadable as e:
+        raise Refused(400, f"the request body cannot be read: {e}") from None
     if not isinstance(data, dict):
         raise Refused(400, "the request body must be a JSON object")
     kind = data.get("type")

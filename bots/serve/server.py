@@ -93,6 +93,16 @@ class PipelineBot(fp.PoeBot):
                 self.runtime.spans.message(run, fields)
             logs.record(log, "reply", fields)
 
+    async def on_error(self, error_request: fp.ReportErrorRequest) -> None:
+        """Poe says it could not use a reply: one bounded line (fastapi_poe's own would log
+        the whole request, however large)."""
+        fields = {
+            "event": "poe_error",
+            "bot": self.plan.id,
+            "error": error_request.message,
+        }
+        logs.record(log, "poe_error", fields)
+
     async def get_settings(self, setting: fp.SettingsRequest) -> fp.SettingsResponse:
         return settings_for(self.plan)
 
@@ -237,6 +247,9 @@ async def sync_settings(http: httpx.AsyncClient, base_url: str, bots: list[Pipel
             problem = f"Poe answered HTTP {response.status_code}"
         except (httpx.HTTPError, TimeoutError) as e:
             problem = f"Poe could not be reached ({type(e).__name__})"
+        except Exception as e:  # never the app's end: the bots serve on, with the client open
+            log.exception("bot %s: settings sync for %s raised", bot.plan.id, name)
+            problem = f"it raised {type(e).__name__}"
         log.warning(
             "bot %s: settings sync for %s failed: %s. The bot still serves; sync by hand as the "
             "docs/deploy.md says if Poe shows old dependencies.",

@@ -25,7 +25,7 @@ KINDS = ("aspect_ratio", "drop_down", "slider", "toggle", "text", "text_area", "
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Labeled(_Model):
@@ -76,7 +76,7 @@ class _Choice(Labeled):
 
     def accept(self, value: Any) -> str:
         if value not in self.values:
-            raise ValueError(f"{value!r} is not one of {', '.join(self.values)}")
+            raise ValueError(f"{_shown(value)} is not one of {', '.join(self.values)}")
         return str(value)
 
     def describe(self) -> str:
@@ -170,10 +170,10 @@ class SliderControl(Labeled):
     def accept(self, value: Any) -> float:
         try:
             number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{value!r} is not a number") from None
+        except (TypeError, ValueError, OverflowError):  # a 400-digit whole number overflows
+            raise ValueError(f"{_shown(value)} is not a number in range") from None
         if isinstance(value, bool) or not math.isfinite(number):
-            raise ValueError(f"{value!r} is not a number")
+            raise ValueError(f"{_shown(value)} is not a number")
         if not self.min <= number <= self.max:
             raise ValueError(f"{number:g} is outside {self.min:g} to {self.max:g}")
         return _number(round(number) if self.whole else number)
@@ -210,7 +210,7 @@ class ToggleControl(Labeled):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-        raise ValueError(f"{value!r} is not true or false")
+        raise ValueError(f"{_shown(value)} is not true or false")
 
     def describe(self) -> str:
         return "true | false"
@@ -235,7 +235,7 @@ class _Textual(Labeled):
 
     def accept(self, value: Any) -> str:
         if not isinstance(value, str):
-            raise ValueError(f"{value!r} is not text")
+            raise ValueError(f"{_shown(value)} is not text")
         if len(value) > 10_000:
             raise ValueError(f"{len(value):,} characters is over 10,000")
         return value
@@ -423,8 +423,14 @@ def checked(controls: Sequence[Any], given: Mapping[str, Any]) -> dict[str, Any]
         try:
             found[name] = control.accept(value)
         except ValueError as e:
-            raise ValueError(f"{name}={value}: {e}") from None
+            raise ValueError(f"{name}: {e}") from None
     return found
+
+
+def _shown(value: Any) -> str:
+    """A user's value as a note quotes it: never longer than a line."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _number(value: float) -> int | float:

@@ -5,19 +5,24 @@ PyYAML reports where it got lost, which is not always where the mistake is, in i
 ("expected <block end>"). `Document` says what is probably wrong: a tab, a line indented out of
 step, a value holding ': ', a quote or bracket never closed (pointing at the line that opened
 it), a template left unquoted; PyYAML's own words follow in brackets.
+
+It reads within `reading`'s bounds: the text's size, its nesting, the values it expands to
+(aliases and merge keys are counted as they expand, so a "billion laughs" is refused before it
+is built), integers' digits and finite floats; a value YAML cannot make (an unknown tag, an
+impossible date, `!!int abc`) is a problem where it stands.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from bots.errors import ConfigError, Problem
+from bots.spec.reading import BOUNDS, Bounds, MiB
 
 Loc = tuple[str | int, ...]
 At = tuple[int, int]  # line and column, 1-based
@@ -60,11 +65,14 @@ class Document:
     """YAML text as plain data (`data`), where each key and item stands (`positions`), and
     the problems found reading it (`problems`: where, what)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, bounds: Bounds = BOUNDS) -> None:
         self.text = text
+        self.bounds = bounds
         self.positions: dict[Loc, At] = {}
         self.problems: list[tuple[Loc, str, At | None]] = []
         self._constructor = SafeConstructor()
+        self._values = 0  # values built so far, aliases expanded
+        self._merged: dict[int, int] = {}  # a mapping node's entries once merged, by id
         self.data = self._read()
 
     def position(self, loc: Loc) -> At:
@@ -75,8 +83,18 @@ class Document:
         return 1, 1
 
     def _read(self) -> Any:
+        if len(self.text) > self.bounds.bytes:
+            size, limit = len(self.text) / MiB, self.bounds.bytes // MiB
+            self.problems.append(
+                ((), f"it is {size:.1f} MiB, over the {limit} MiB a file may be", None)
+            )
+            return None
         try:
             node = yaml.compose(self.text, Loader=yaml.SafeLoader)
+        except RecursionError:
+            message = f"lists and mappings are nested deeper than {self.bounds.depth} levels"
+            self.problems.append(((), message, None))
+            return None
         except yaml.MarkedYAMLError as e:
             message, at = self._explain(e)
             self.problems.append(((), f"YAML syntax error: {message}", at))
@@ -84,7 +102,13 @@ class Document:
         except yaml.YAMLError as e:
             self.problems.append(((), f"YAML error: {e}", None))
             return None
-        return None if node is None else self._build(node, ())
+        if node is None:
+            return None
+        try:
+            return self._build(node, ())
+        except _Refused as refused:
+            self.problems.append((refused.loc, str(refused), refused.at))
+            return None
 
     def _explain(self, e: yaml.MarkedYAMLError) -> tuple[str, At]:
         """What is probably wrong, then PyYAML's words; and the place to point at."""
@@ -147,14 +171,25 @@ class Document:
 
     def _build(self, node: Node, loc: Loc, depth: int = 0) -> Any:
         self.positions.setdefault(loc, _mark(node))
-        if depth > 64:
-            self.problems.append((loc, "nesting is too deep (or an alias refers to itself)", None))
+        self._values += 1
+        if self._values > self.bounds.values:
+            raise _Refused(
+                self._expanded("aliases and merge keys count each time they are used"),
+                loc,
+                _mark(node),
+            )
+        if depth > self.bounds.depth:
+            why = f"nested deeper than {self.bounds.depth} levels (or an alias refers to itself)"
+            self.problems.append((loc, why, None))
             return None
         if isinstance(node, MappingNode):
             if node.flow_style and self.text[node.start_mark.index :].startswith("{{"):
                 self.problems.append((loc, UNQUOTED_TEMPLATE, _mark(node)))
                 # the template as written, so no other check trips over it
                 return self.text[node.start_mark.index : node.end_mark.index]
+            if self._merged_size(node) + self._values > self.bounds.values:
+                why = "merge keys '<<' copy a mapping each time they are used"
+                raise _Refused(self._expanded(why), loc, _mark(node))
             self._constructor.flatten_mapping(node)
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -175,13 +210,57 @@ class Document:
             return result
         if isinstance(node, SequenceNode):
             return [self._build(item, (*loc, i), depth + 1) for i, item in enumerate(node.value)]
-        return self._constructor.construct_object(node, deep=True)
+        return self._scalar(node, loc)
+
+    def _expanded(self, why: str) -> str:
+        return f"the file expands to more than {self.bounds.values:,} values ({why})"
+
+    def _scalar(self, node: Node, loc: Loc) -> Any:
+        """A scalar's value; None, with a problem where it stands, when YAML cannot make it or
+        it is past the bounds on numbers."""
+        text = str(node.value)
+        try:
+            value = self._constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError, TypeError) as e:
+            reason = getattr(e, "problem", None) or str(e)
+            why = f"cannot read {text[:40]!r} as {node.tag.rsplit(':', 1)[-1]}: {reason}"
+            self.problems.append((loc, f"{why}; quote it if it is text", _mark(node)))
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            if len(str(abs(value))) > self.bounds.digits:
+                why = f"a number of more than {self.bounds.digits} digits"
+                self.problems.append((loc, f"{why}; quote it if it is text", _mark(node)))
+                return None
+        if isinstance(value, float) and not math.isfinite(value):
+            why = f"{text!r} is not a finite number, and no setting takes infinity or NaN"
+            self.problems.append((loc, f"{why}; quote it if it is text", _mark(node)))
+            return None
+        return value
+
+    def _merged_size(self, node: MappingNode) -> int:
+        """How many entries a mapping holds once its merge keys ('<<') are expanded, counted
+        without expanding them."""
+        known = self._merged.get(id(node))
+        if known is not None:
+            return known
+        self._merged[id(node)] = 0  # a merge that refers back to itself adds nothing more
+        size = 0
+        for key, value in node.value:
+            if isinstance(key, ScalarNode) and key.tag == "tag:yaml.org,2002:merge":
+                sources = value.value if isinstance(value, SequenceNode) else [value]
+                size += sum(self._merged_size(m) for m in sources if isinstance(m, MappingNode))
+            else:
+                size += 1
+            if size > self.bounds.values:
+                break
+        self._merged[id(node)] = size
+        return size
 
 
-def read_source(name: str) -> str:
-    """A file a creator wrote, as text; ConfigError at FILE:1:1 when it cannot be read."""
-    try:
-        return Path(name).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ConfigError([Problem(name, 1, 1, "", f"cannot read the file: {reason}")]) from e
+class _Refused(Exception):
+    """The document is past a bound: reading stops here."""
+
+    def __init__(self, message: str, loc: Loc, at: At) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.at = at

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ValidationError
 from bots.errors import ConfigError, Problem
 from bots.spec import format as fmt
 from bots.spec.controls import CONTROL_MODELS, control_kind
-from bots.spec.document import Document, Loc, dotted, read_source
+from bots.spec.document import Document, Loc, dotted
 from bots.spec.format import BotSpec, PipelineFile
+from bots.spec.reading import read_source
 
 ModelFor = Callable[[Loc, Any], type[BaseModel] | None]
 """The model whose fields are the valid keys of the mapping at a place in a file."""

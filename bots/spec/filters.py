@@ -19,6 +19,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from bots.errors import Unreadable
+from bots.spec.reading import json_value
+
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*\s*\n(.*?)```", re.DOTALL)
 
 
@@ -43,23 +46,27 @@ def from_json(value: Any) -> Any:
     """A JSON object or list read from a text, or from the first fenced code block in it
     that holds one (bots often wrap JSON in ```json ... ```)."""
     text = str(value).strip()
+    past: str | None = None  # JSON there was, but past the reading bounds: why
     for candidate in [text, *(block.strip() for block in _FENCE.findall(text))]:
         try:
-            found = json.loads(candidate)
-        except ValueError:
+            found = json_value(candidate)
+        except Unreadable as e:
+            past = past or (None if str(e).startswith("not JSON") else str(e))
             continue
         if isinstance(found, (dict, list)):
             return found
     start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
-    if start >= 0:  # a text around the JSON: read from its first bracket
+    if start >= 0 and past is None:  # a text around the JSON: read from its first bracket
         try:
-            found, _ = json.JSONDecoder().raw_decode(text[start:])
-            if isinstance(found, (dict, list)):
-                return found
-        except ValueError:
-            pass
+            found, end = json.JSONDecoder().raw_decode(text[start:])
+        except (ValueError, RecursionError):
+            found = None
+        if isinstance(found, (dict, list)):
+            return json_value(text[start : start + end])  # within the bounds, or why not
+    why = f" within the reading bounds ({past})" if past else ""
     raise ValueError(
-        f"from_json found no JSON object or list in the text, which starts {shorten(text, 60)!r}"
+        f"from_json found no JSON object or list{why} in the text, which starts "
+        f"{shorten(text, 60)!r}"
     )
 
 

@@ -22,6 +22,7 @@ from pydantic import (
     Discriminator,
     Field,
     PrivateAttr,
+    Strict,
     Tag,
     field_validator,
 )
@@ -63,7 +64,8 @@ WAITING_HELP = (
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no key it does not know; numbers finite (they reach Poe as JSON, which has no NaN)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StepBase(Model):
@@ -350,7 +352,9 @@ else:  # one of the kinds of STEP_MODELS, told apart by its key
 class BotSpec(Model):
     """One Poe server bot, served at /<bot id>."""
 
-    poe_name: str | None = Field(default=None, description="The bot's name on poe.com.")
+    poe_name: PoeName | None = Field(
+        default=None, description="The bot's handle on poe.com (poe.com/<poe_name>)."
+    )
     access_key_env: str | None = Field(
         default=None,
         pattern=IDENTIFIER,
@@ -381,7 +385,7 @@ class PipelineFile(Model):
     """The whole of pipelines.yaml."""
 
     version: Literal[1]
-    call_budget: Annotated[int, Field(ge=1)] = Field(
+    call_budget: Annotated[int, Strict(), Field(ge=1)] = Field(
         default=10, description="Most dependency calls one user message may cost (at most 100)."
     )
     bots: Annotated[dict[str, BotSpec], Field(min_length=1)]

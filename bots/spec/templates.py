@@ -15,10 +15,10 @@ from typing import Any
 
 import jinja2
 from jinja2 import meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.parser import Parser
 
 from bots.errors import StepFailed, TemplateProblem
-from bots.spec.filters import FILTERS
+from bots.spec import sandbox
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 """A name templates can read: a step id, a control, a map's item."""
@@ -32,14 +32,11 @@ PROMPT_CHAR_CAP = 100_000
 
 FALSE_WORDS = frozenset({"", "false", "no", "0", "none", "off", "n"})
 
-ENV = ImmutableSandboxedEnvironment(
-    undefined=jinja2.StrictUndefined,
-    autoescape=False,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=False,
+ENV = sandbox.environment()
+JINJA_NAMES = frozenset(
+    {*ENV.globals, *sandbox.REMOVED, "loop", "self", "caller", "varargs", "kwargs", "super"}
 )
-ENV.filters.update(FILTERS)  # lines, from_json, vote, numbered, shorten
+"""Names Jinja2 gives a meaning of its own: a step id or map item named so could not be read."""
 
 
 class Branches(dict[str, Any]):
@@ -135,11 +132,26 @@ def compile_template(source: str) -> Compiled:
             f"template reaches for private attributes ({', '.join(sorted(set(unsafe)))}), which "
             "the sandbox refuses; use only the variables and their public values"
         )
+    why = sandbox.refused(ast)
+    if why:
+        raise TemplateProblem(why)
     variables = set(meta.find_undeclared_variables(ast)) - set(ENV.globals)
+    members = _members(ast)
     try:
-        return Compiled(ENV.from_string(ast), variables, _members(ast))
+        return Compiled(ENV.from_string(sandbox.bound(ast)), variables, members)
     except jinja2.TemplateSyntaxError as e:  # whatever else the compiler refuses
         raise TemplateProblem(f"template does not compile: {e.message}") from e
+
+
+def _compile_expression(source: str) -> jinja2.Template:
+    """One expression as a template that assigns its value to `result` (as Jinja2's own
+    compile_expression does), bounded like every template."""
+    parser = Parser(ENV, source, state="variable")
+    expression = parser.parse_expression()
+    if not parser.stream.eos:
+        raise TemplateProblem("template does not compile: more after the expression")
+    body = [nodes.Assign(nodes.Name("result", "store"), expression, lineno=1)]
+    return ENV.from_string(sandbox.bound(nodes.Template(body, lineno=1)))
 
 
 _EXPRESSION = re.compile(r"^\s*\{\{(?P<expression>.*)\}\}\s*$", re.DOTALL)
@@ -161,12 +173,12 @@ class Template:
     def __init__(self, source: str, where: str) -> None:
         self._template = compile_template(source).template
         expression = expression_of(source)
-        self._expression = ENV.compile_expression(expression) if expression else None
+        self._expression = _compile_expression(expression) if expression else None
         self.source = source
         self.where = where
 
     def render(self, variables: Mapping[str, Any]) -> str:
-        return str(self._evaluate(lambda: self._template.render(variables)))
+        return str(self._evaluate(lambda: sandbox.render_capped(self._template, variables)))
 
     def value(self, variables: Mapping[str, Any]) -> Any:
         """What a one-expression template (`{{ plan | lines }}`) evaluates to, not only its
@@ -174,17 +186,33 @@ class Template:
         if self._expression is None:
             return self.render(variables)
         expression = self._expression
-        return self._evaluate(lambda: expression(**variables))
+
+        def evaluate() -> Any:
+            context = expression.new_context(dict(variables))
+            for _ in expression.root_render_func(context):
+                pass
+            result = context.vars["result"]
+            return None if isinstance(result, jinja2.Undefined) else result
+
+        return self._evaluate(evaluate)
 
     def _evaluate(self, run: Callable[[], Any]) -> Any:
+        """Runs a render within the sandbox's bounds; whatever fails is the step's failure."""
         try:
-            return run()
+            return sandbox.bounded(run)
         except jinja2.TemplateError as e:
             raise StepFailed(
                 f"the template at {self.where} failed: {e}",
                 log_reason=f"the template at {self.where} failed ({type(e).__name__})",
             ) from e
-        except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as e:
+        except (
+            TypeError,
+            ValueError,  # sandbox.Bounded too: a template past a bound
+            ArithmeticError,
+            LookupError,
+            AttributeError,
+            RecursionError,
+        ) as e:
             raise StepFailed(
                 f"the template at {self.where} failed: {type(e).__name__}: {e}",
                 log_reason=f"the template at {self.where} failed ({type(e).__name__})",

@@ -8,7 +8,6 @@ checks what happened: the reply, the calls, the routes taken, the steps that ran
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TextIO
 
 import fastapi_poe as fp
+import regex
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from bots.errors import ConfigError, Problem
@@ -35,6 +35,10 @@ DEFAULT_PATH = "pipelines.tests.yaml"
 CASE_TIMEOUT = 60.0
 """Seconds one case may take; scripted bots answer at once, so only a stuck pipeline does."""
 FAST = Pacing(delta_gap=0, delta_gap_after_2000=0, replace_gap=0, status_delay=3600)
+
+REGEX_SECONDS = 1.0
+"""How long a case's reply_matches may search one reply (`regex`'s timeout: a pattern that
+backtracks without end fails its case instead of hanging the tests)."""
 
 
 def _as_list(value: Any) -> Any:
@@ -81,8 +85,8 @@ class Expect(_Model):
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                re.compile(value)
-            except re.error as e:
+                regex.compile(value)
+            except regex.error as e:
                 raise ValueError(f"{value!r} is not a regular expression: {e}") from None
         return value
 
@@ -281,8 +285,20 @@ def _unmet(expect: Expect, plan: BotPlan, said: transcript.Transcript) -> Iterat
     for text in expect.reply_not_contains:
         if text in said.text:
             yield f"reply_not_contains: {text!r} is in the reply, which is {reply}"
-    if expect.reply_matches is not None and not re.search(expect.reply_matches, said.text):
-        yield f"reply_matches: {expect.reply_matches!r} does not match the reply, which is {reply}"
+    if expect.reply_matches is not None:
+        try:
+            found = regex.search(expect.reply_matches, said.text, timeout=REGEX_SECONDS)
+        except TimeoutError:
+            yield (
+                f"reply_matches: {expect.reply_matches!r} took over {REGEX_SECONDS:g} s on the "
+                "reply (it backtracks without end: simplify it)"
+            )
+        else:
+            if not found:
+                yield (
+                    f"reply_matches: {expect.reply_matches!r} does not match the reply, which "
+                    f"is {reply}"
+                )
     total = said.calls
     if total > plan.cost.total:  # the guard stops this first; kept as the budget's check
         yield f"budget: {total} calls, over the {plan.cost.total} declared to Poe"

@@ -13,7 +13,7 @@ from bots.spec import loader
 from bots.tools import script, transcript
 from bots.tools.script import Answer, Script
 from bots.tools.simulator import SimulatedCaller
-from tests.test_chat import chat
+from tests.tools.test_chat import chat
 
 FAST = Pacing(delta_gap=0, delta_gap_after_2000=0, replace_gap=0, status_delay=3600)
 

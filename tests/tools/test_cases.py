@@ -156,3 +156,24 @@ async def test_k_selects_cases_and_a_missing_file_is_explained(tmp_path: Path) -
     assert code == 1 and "no case of pipelines.tests.yaml matches -k 'no such case'" in out
     code, _, err = await bots_test("--cases", str(tmp_path / "none.yaml"))
     assert code == 2 and "none.yaml:1:1: cannot read the file: No such file or directory" in err
+
+
+async def test_a_regex_that_backtracks_without_end_fails_its_case_in_bounded_time(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        """\
+        version: 1
+        cases:
+          - name: catastrophic
+            bot: race
+            answers:
+              Gemini-2.5-Flash: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab
+              GPT-5-mini: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab
+            expect: {reply_matches: "^(a|aa)+$"}
+        """,
+    )
+    code, out, _ = await bots_test("--cases", path)  # within bots_test's 60 s, or it fails
+    assert code == 1
+    assert "reply_matches: '^(a|aa)+$' took over 1 s on the reply" in out

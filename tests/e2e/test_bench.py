@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from standin.serving import ROOT
 
 LOAD = [
     "arrivals_per_s",
@@ -63,8 +63,11 @@ def test_the_quick_benchmark_reports_every_figure_for_ours_the_references_traces
     out = tmp_path / "capacity.json"
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--cold-start", "--tracing", "--out", str(out)],
-        capture_output=True, text=True, timeout=140, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=140,
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads(out.read_text())
     assert results["errors"] == 0, results["error_samples"]
@@ -92,9 +95,15 @@ def test_the_quick_benchmark_reports_every_figure_for_ours_the_references_traces
         gaps += step_gaps(f"tracing[{mode}]", step)
         assert step["chats_measured"] > 0 and step["errors"] == 0, (mode, step)
     assert tracing["spans_received"] > 0  # the live collector got the live server's spans
-    gaps += missing("cold_start", results["cold_start"], [
-        "listening_s_median", "first_event_s_median", "first_event_s_max",
-    ])  # fmt: skip
+    gaps += missing(
+        "cold_start",
+        results["cold_start"],
+        [
+            "listening_s_median",
+            "first_event_s_median",
+            "first_event_s_max",
+        ],
+    )
     assert gaps == []
     assert "cold start" in run.stdout and "traces at" in run.stdout
 

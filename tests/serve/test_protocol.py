@@ -334,7 +334,7 @@ async def test_each_message_makes_one_json_log_line_without_keys_or_user_text(
 ) -> None:
     """What a creator reads in `modal app logs`: per message, one JSON line with the bot,
     message id, calls made and declared, seconds, outcome, and each failed call's step, bot
-    and reason. (tests/test_main.py runs it the way Modal does, with no logging set up.)"""
+    and reason. (tests/e2e/test_main.py runs it the way Modal does, with no logging set up.)"""
     caplog.set_level(logging.INFO)
     marker = "private-words-9931"
     behaviors = {"Good": Behavior(text="ok"), "Bad": Behavior(error_at=0, error_text=marker)}
