@@ -39,4 +39,4 @@ load: $(BIN)/activate
 # The benchmark: prints its report; results go to bench-results/latest/ (not committed).
 # The figures in bench-results/ are recorded on purpose, with --out (see docs/performance.md).
 bench: $(BIN)/activate
-	$(BIN)/python -m bench --cold-start --tracing
+	$(BIN)/python -m bench --cold-start --tracing --sampling

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench                                  # about 17 minutes
     .venv/bin/python -m bench --quick --cold-start --tracing   # a smoke run of seconds
     .venv/bin/python -m bench --out bench-results/capacity.json  # recorded on purpose
+    .venv/bin/python -m bench --servers '' --sampling           # samples that stop early (seconds)
 
 Ours and the references (`bench.references`) in turn, each in a fresh process pinned to one
 CPU, under chats that arrive at random and fan out to three model-like dependencies
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import sampling
 from bench.capacity import FULL, QUICK, SERVERS, Capacity
 from bench.process import raise_fd_limit
 from bench.report import report, summary
@@ -36,7 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cold-start", action="store_true", help="also time cold starts")
     parser.add_argument("--tracing", action="store_true", help="also measure what traces cost")
     parser.add_argument("--profile", action="store_true", help="also profile ours at one step")
-    parser.add_argument("--servers", default=",".join(SERVERS), help="which servers, in order")
+    parser.add_argument(
+        "--sampling",
+        action="store_true",
+        help="also compare samples that stop once they agree with a fixed count (seconds)",
+    )
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="which servers, in order ('' for none: then only --sampling runs)",
+    )
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"the JSON (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     servers = [k for k in args.servers.split(",") if k]
@@ -50,12 +61,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def bounded() -> dict[str, Any]:
         async with asyncio.timeout(sizes.run_seconds):
-            return await capacity.run(args.cold_start, args.tracing, args.profile)
+            found: dict[str, Any] = {"errors": []}
+            if servers:
+                found = await capacity.run(args.cold_start, args.tracing, args.profile)
+                found["summary"] = summary(found["servers"])
+            if args.sampling:
+                found["sampling"] = await sampling.measure(40 if args.quick else 400, seed=7)
+            return found
 
     results = asyncio.run(bounded())
-    results["summary"] = summary(results["servers"])
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(report(results) + f"\n\nresults: {out}")
+    text = [report(results)] if servers else []
+    if args.sampling:
+        text.append(sampling.table(results["sampling"]))
+    print("\n\n".join(text) + f"\n\nresults: {out}")
     return 1 if results["errors"] else 0
 
 

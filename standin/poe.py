@@ -86,6 +86,7 @@ class Behavior:
     allow_retry: bool = True
     error_type: str | None = None  # sent with the error event (one of Poe's error types)
     hang_at: int | None = None  # then wait forever (until cancelled)
+    hang_after: int | None = None  # calls past the first N per message_id wait forever
     http_status: int | None = None  # the call is answered with this status, no stream
     http_status_first: int | None = None  # only the first N calls per message_id get it
     headers: dict[str, str] = field(default_factory=dict)  # sent with http_status
@@ -163,6 +164,7 @@ class ScriptedBot(fp.PoeBot):
     async def get_response(self, request: fp.QueryRequest) -> AsyncIterable[fp.PartialResponse]:
         b = self.behavior
         self.served[request.message_id] += 1
+        number = self.served[request.message_id]  # this call's, before any other arrives
         if b.fail_rate and random.random() < b.fail_rate:
             yield fp.ErrorResponse(text=f"{self.name} failed at random")
             return
@@ -171,6 +173,8 @@ class ScriptedBot(fp.PoeBot):
             yield fp.ErrorResponse(text=f"{self.name} failed on purpose (try {tries})")
             return
         await asyncio.sleep(b.first_token_delay)
+        if b.hang_after is not None and number > b.hang_after:
+            await asyncio.Event().wait()
         tokens = self.reply_tokens(request)
         file = None
         if b.attachment is not None:

@@ -1,5 +1,5 @@
 """Steps that run side by side: the branches of a `parallel` (all of them, the first to answer,
-or the first k), the items of a `map`, and the samples of a call's `repeat`.
+or the first k) and the items of a `map` (a call's samples are `sampling`'s).
 
 Each runs in a TaskGroup, so a failure or a cancelled reply cancels every branch and closes
 every upstream stream; a branch that is no longer needed (a race is won, k have answered) is
@@ -9,7 +9,6 @@ cancelled the same way.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Protocol
 
 from bots.errors import RunError, StepFailed
@@ -17,9 +16,9 @@ from bots.run.answer import Part
 from bots.run.calls import Calls
 from bots.run.context import Context
 from bots.run.scope import HIDDEN, Scope, Slot, slots
-from bots.run.trace import TraceEntry, inside
+from bots.run.trace import TraceEntry
 from bots.spec.filters import items_of, shorten
-from bots.spec.format import CallStep, MapStep, ParallelStep, StepBase, branch_key
+from bots.spec.format import MapStep, ParallelStep, StepBase, branch_key
 from bots.spec.templates import Branches
 
 
@@ -147,34 +146,9 @@ async def map_items(
     return [task.result() for task in tasks]
 
 
-async def samples(run: Runner, step: CallStep, slot: Slot, scope: Scope) -> list[str]:
-    """`repeat: N`: N independent calls at once; the output lists their answers. With
-    `on_error: continue`, a failed sample answers "" (and says why in its part)."""
-    count = step.repeat or 1
-    sample_slots = _slots(run, slot, [f"{step.bot} #{k}" for k in range(1, count + 1)])
-
-    async def one(k: int) -> str:
-        instance = f"{scope.instance}#{k}"
-        entry = TraceEntry(f"{step.path}{instance}", "sample", step.bot, 0.0, 0, "ok")
-        entry.facts["sample"] = k
-        run.ctx.trace.append(entry)
-        started = time.monotonic()
-        part = sample_slots[k - 1].part()
-        try:
-            with inside(entry):
-                return await run.calls.call(step, part, scope.variables, scope.files, instance)
-        except StepFailed as e:
-            return run.failed(entry, e, part, fail=step.on_error == "fail")
-        finally:
-            entry.seconds = time.monotonic() - started
-            sample_slots[k - 1].close()
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(k)) for k in range(1, count + 1)]
-    except BaseExceptionGroup as group_error:
-        raise first_run_error(group_error) from None
-    return [task.result() for task in tasks]
+def sample_slots(run: Runner, slot: Slot, bot: str, numbers: range) -> list[Slot]:
+    """The slots of a step's samples (`repeat`), one a sample, headed "<bot> #k"."""
+    return _slots(run, slot, [f"{bot} #{k}" for k in numbers])
 
 
 def first_run_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -19,7 +19,7 @@ from typing import Any
 import fastapi_poe as fp
 
 from bots.errors import RunError, StepFailed
-from bots.run import branches, conversation
+from bots.run import branches, conversation, sampling
 from bots.run.answer import Ending, Part
 from bots.run.calls import Calls
 from bots.run.context import Context
@@ -204,7 +204,7 @@ class Run:
     async def _dispatch(self, step: StepBase, slot: Slot, scope: Scope, entry: TraceEntry) -> Any:
         if isinstance(step, CallStep):
             if step.repeat:
-                return await branches.samples(self, step, slot, scope)
+                return await sampling.samples(self, step, slot, scope, entry)
             part = slot.part()
             return await self.calls.call(step, part, scope.variables, scope.files, scope.instance)
         if isinstance(step, TextStep):

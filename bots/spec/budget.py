@@ -4,9 +4,10 @@ The worst case is exact. A sequence adds, a parallel adds its branches (a `wait:
 starts them all, as does `wait: k`), a route takes the most expensive case, a loop multiplies by
 `max`, a map by `max_items`, a step with `when` counts as if it runs, and a call counts
 (1 + retries) tries for its bot and for each fallback bot, because every try is a call Poe
-counts, times `repeat` when it repeats. Per dependency bot, the figure is the most
-calls one run can make to it (what the bot declares as `server_bot_dependencies`); the total is
-the most calls one run can make, which is what `call_budget` bounds.
+counts, times `repeat` when it repeats (for waves that stop early, their `max`). Per
+dependency bot, the figure is the most calls one run can make to it (what the bot declares as
+`server_bot_dependencies`); the total is the most calls one run can make, which is what
+`call_budget` bounds.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def step_cost(step: StepBase) -> Cost:
         cost = Cost()
         for bot in step.bots:
             cost = cost.then(Cost(tries, Counter({bot: tries}), [(step.path, bot, tries)]))
-        return cost.times(step.repeat or 1)
+        return cost.times(step.samples)  # waves that stop early: their ceiling
     if isinstance(step, ParallelStep):
         return sequence_cost(step.parallel)
     if isinstance(step, RouteStep):

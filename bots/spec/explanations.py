@@ -39,6 +39,8 @@ def real_loc(loc: Sequence[str | int], data: Any) -> Loc:
         if after_index and part == tag and not skipped_at.get(len(out)):
             skipped_at[len(out)] = True
             continue
+        if out and out[-1] == "repeat" and part in ("count", "waves"):
+            continue  # the union tag of `repeat: N` and `repeat: {max, ...}`
         if isinstance(part, int) and current is not _MISSING and not isinstance(current, list):
             continue  # one value that a model takes as a list of one (`answers: {x: text}`)
         if isinstance(current, dict) and part in current:
@@ -59,6 +61,8 @@ def _model_for(loc: Loc, data: Any) -> type[BaseModel] | None:
         return BotSpec
     if loc[-1] == "loop":
         return fmt.LoopSpec
+    if loc[-1] == "repeat":
+        return fmt.Sampling
     if len(loc) > 1 and loc[-2] == "controls" and isinstance(loc[-1], int):
         control = control_kind(data)
         return CONTROL_MODELS[control] if control else None

@@ -25,6 +25,7 @@ from pydantic import (
     Strict,
     Tag,
     field_validator,
+    model_validator,
 )
 
 from bots.errors import TemplateProblem
@@ -121,6 +122,56 @@ class StepBase(Model):
             step._place((*loc, *inner), rounds)
 
 
+class Sampling(Model):
+    """`repeat` in waves: up to `max` samples, `wave` at a time, stopping as soon as `agree`
+    answers agree on their `key`, or `until` is true of the answers so far."""
+
+    max: Annotated[int, Strict(), Field(ge=2, le=MAX_ITEMS)] = Field(
+        description="The most samples (2 to 20): the worst case declared to Poe."
+    )
+    wave: Annotated[int, Strict(), Field(ge=1, le=MAX_ITEMS)] = Field(
+        default=3, description="Samples asked at once (default 3)."
+    )
+    agree: Annotated[int, Strict(), Field(ge=2, le=MAX_ITEMS)] | None = Field(
+        default=None, description="Stop once this many answers agree on their key."
+    )
+    key: str | None = Field(
+        default=None,
+        description="Template giving what an answer says, compared for agreement; it reads "
+        "`answer`. Default: the whole answer, trimmed, case ignored.",
+    )
+    until: str | None = Field(
+        default=None,
+        description="Template over the answers so far (`answers`); sampling stops once it is true.",
+    )
+
+    @model_validator(mode="after")
+    def _a_rule_within_the_ceiling(self) -> Sampling:
+        if self.agree is None and self.until is None:
+            raise ValueError(
+                "waves need a rule to stop on: agree (how many answers must agree) or until "
+                "(a condition), e.g. {max: 9, wave: 3, agree: 3}; a fixed count is repeat: N"
+            )
+        if self.wave > self.max:
+            raise ValueError(f"wave {self.wave} is larger than max {self.max}; use 1 to {self.max}")
+        if self.agree is not None and self.agree > self.max:
+            raise ValueError(
+                f"agree {self.agree} can never hold within max {self.max} samples; use 2 to "
+                f"{self.max}"
+            )
+        if self.key is not None and self.agree is None:
+            raise ValueError("key says what answers agree on: it needs agree")
+        return self
+
+
+Repeat = Annotated[
+    Annotated[Annotated[int, Strict(), Field(ge=2, le=10)], Tag("count")]
+    | Annotated[Sampling, Tag("waves")],
+    Discriminator(lambda value: "waves" if isinstance(value, dict | Sampling) else "count"),
+]
+"""`repeat: N` (samples at once), or `repeat: {max, wave, ...}` (waves that stop early)."""
+
+
 class CallStep(StepBase):
     """One call to a dependency bot."""
 
@@ -143,10 +194,11 @@ class CallStep(StepBase):
     timeout: Annotated[float, Field(gt=0, le=590)] | None = Field(
         default=None, description="Seconds for one try; default 120."
     )
-    repeat: Annotated[int, Field(ge=2, le=10)] | None = Field(
+    repeat: Repeat | None = Field(
         default=None,
-        description="Independent calls made at once (2 to 10); the output is the list of "
-        "their answers.",
+        description="Independent calls made at once (2 to 10), or in waves that stop once "
+        "the answers agree ({max, wave, agree, key, until}); the output is the list of their "
+        "answers.",
     )
 
     kind: ClassVar[str] = "bot"
@@ -160,6 +212,18 @@ class CallStep(StepBase):
         for name, value in self.parameters.items():
             if isinstance(value, str):
                 yield f"parameters.{name}", value
+        if isinstance(self.repeat, Sampling):
+            if self.repeat.key is not None:
+                yield "repeat.key", self.repeat.key
+            if self.repeat.until is not None:
+                yield "repeat.until", self.repeat.until
+
+    @property
+    def samples(self) -> int:
+        """The most samples it takes: `repeat: N`, a wave's `max`, or 1."""
+        if isinstance(self.repeat, Sampling):
+            return self.repeat.max
+        return self.repeat or 1
 
     @property
     def bots(self) -> list[str]:

@@ -109,6 +109,11 @@ class Wiring:
             self._check_sources(step, loc, visible)
             self._template(step, "prompt", step.prompt, (*loc, "prompt"), visible)
             self._template(step, "system", step.system, (*loc, "system"), visible)
+            if isinstance(step.repeat, fmt.Sampling):
+                rloc = (*loc, "repeat")
+                key, until = step.repeat.key, step.repeat.until
+                self._template(step, "repeat.key", key, (*rloc, "key"), visible | {"answer"})
+                self._template(step, "repeat.until", until, (*rloc, "until"), visible | {"answers"})
             for name, value in step.parameters.items():
                 ploc = (*loc, "parameters", name)
                 try:

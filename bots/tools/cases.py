@@ -77,6 +77,10 @@ class Expect(_Model):
     ran: list[str] = Field(default_factory=list, description="Steps that ran at least once.")
     skipped: list[str] = Field(default_factory=list, description="Steps that never ran.")
     failed: list[str] = Field(default_factory=list, description="Steps that failed.")
+    samples: dict[str, Count] = Field(
+        default_factory=dict,
+        description="Step with repeat -> the samples it asked (all its runs together).",
+    )
     error: str | None = Field(default=None, description="Text of the note the reply failed with.")
     files: Count | None = Field(default=None, description="Files shown to the user.")
 
@@ -213,6 +217,17 @@ def _expect_mistakes(expect: Expect, plan: BotPlan) -> Iterator[tuple[Loc, str]]
                     ("route", ref),
                     f"{name!r} is not a case of {ref}; its cases: " + ", ".join(allowed),
                 )
+    for ref, count in expect.samples.items():
+        step = steps.get(ref)
+        if not isinstance(step, CallStep) or not step.repeat:
+            sampled = [name for name, s in steps.items() if isinstance(s, CallStep) and s.repeat]
+            yield (
+                ("samples", ref),
+                f"{ref!r} is not a step of /{plan.id} with repeat; those with it: "
+                + (", ".join(sampled) or "none"),
+            )
+        elif count > step.samples:
+            yield ("samples", ref), f"{ref} asks at most {step.samples} samples, not {count}"
     listed: list[tuple[Loc, str]] = [(("called", bot), bot) for bot in expect.called]
     listed += [(("not_called", i), bot) for i, bot in enumerate(expect.not_called)]
     for at, bot in listed:
@@ -299,6 +314,14 @@ def _unmet(expect: Expect, plan: BotPlan, said: transcript.Transcript) -> Iterat
                     f"reply_matches: {expect.reply_matches!r} does not match the reply, which "
                     f"is {reply}"
                 )
+    for ref, count in expect.samples.items():
+        path = _steps(plan)[ref].path
+        asked = [e for e in said.run.trace if e.kind == "sample" and e.path.split("#")[0] == path]
+        if len(asked) != count:
+            how = next((e.detail for e in said.run.trace if e.path == path and e.detail), "")
+            yield f"samples {ref}: expected {count}, asked {len(asked)}" + (
+                f" ({how})" if how else ""
+            )
     total = said.calls
     if total > plan.cost.total:  # the guard stops this first; kept as the budget's check
         yield f"budget: {total} calls, over the {plan.cost.total} declared to Poe"

@@ -10,6 +10,7 @@ from bots.spec.format import (
     MapStep,
     ParallelStep,
     RouteStep,
+    Sampling,
     StepBase,
     TextStep,
     branch_key,
@@ -54,7 +55,13 @@ class _Drawing:
         if isinstance(step, CallStep):
             tries = f" x{1 + step.retries}" if step.retries else ""
             fallback = f"<br/>fallback: {', '.join(step.fallback)}" if step.fallback else ""
-            repeat = f"<br/>repeat {step.repeat}x at once" if step.repeat else ""
+            repeat = ""
+            if isinstance(step.repeat, Sampling):
+                rule = step.repeat
+                stop = f"{rule.agree} agree" if rule.agree else "until is true"
+                repeat = f"<br/>repeat in waves of {rule.wave} up to {rule.max}; stop once {stop}"
+            elif step.repeat:
+                repeat = f"<br/>repeat {step.repeat}x at once"
             node = self.node(f"{title}{step.bot}{tries}{fallback}{repeat}{suffix}")
             self.edge(sources, node, label)
             return [node]

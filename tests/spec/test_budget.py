@@ -39,7 +39,16 @@ def steps_strategy(depth: int) -> st.SearchStrategy[list[dict[str, Any]]]:
         st.integers(0, 2),
         st.lists(st.sampled_from(BOTS), max_size=2),
         st.booleans(),
-        st.one_of(st.none(), st.integers(2, 3)),
+        st.one_of(
+            st.none(),
+            st.integers(2, 3),
+            st.builds(  # waves that stop once answers agree: the worst case is their max
+                lambda most, wave, agree: {"max": most, "wave": min(wave, most), "agree": agree},
+                st.integers(2, 4),
+                st.integers(1, 3),
+                st.just(2),
+            ),
+        ),
     )
     text = st.just({"text": "hi"})
     if depth == 0:
@@ -111,7 +120,8 @@ def step_paths(step: dict[str, Any]) -> list[Counter[str]]:
         tries = 1 + step["retries"]
         calls: Counter[str] = Counter()
         for bot in [step["bot"], *step["fallback"]]:
-            calls[bot] += tries * step.get("repeat", 1)
+            repeat = step.get("repeat", 1)
+            calls[bot] += tries * (repeat["max"] if isinstance(repeat, dict) else repeat)
         return [calls]
     if "text" in step:
         return [Counter()]
