@@ -27,7 +27,14 @@ test: lint browser
 
 # Headless Chromium from Debian's packages, for the test that opens the eval's HTML report.
 browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the browser test (apt-get, about a minute)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "Chromium is missing and this is not root: run 'sudo apt-get install chromium' once" \
+	      "(Debian's package; the eval report's browser test needs it)"; exit 1; \
+	  fi; }
 
 serve: $(BIN)/activate
 	$(BIN)/python -m bots serve

@@ -1,6 +1,7 @@
-"""Modal deployment: one app whose one web endpoint serves every bot of pipelines.yaml.
+"""Modal deployment: one app whose one web endpoint serves every bot of a pipelines file.
 
-    modal deploy main.py     # deploy (pipelines.yaml is validated first, on your machine)
+    modal deploy main.py                      # deploy pipelines.yaml (validated first, here)
+    PIPELINES=mine.yaml modal deploy main.py  # deploy your own file: only its bots
     python main.py           # serve the same app locally, like `python -m bots serve`
                              # (takes serve's options, e.g. --port 9000)
 
@@ -9,16 +10,18 @@ The names you may want to change are just below.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import modal
 
 from bots.errors import ConfigError
+from bots.serve.keys import SECRET
 from bots.spec import loader
 
 APP_NAME = "poe-pipelines"
-SECRET_NAME = "poe-pipelines"  # a Modal secret holding each bot's <ID>_ACCESS_KEY
+SECRET_NAME = SECRET  # the Modal secret holding each bot's <ID>_ACCESS_KEY ("poe-pipelines")
 # What one container holds, measured (`python -m bench`; docs/performance.md). Modal
 # runs the app's replies as tasks on one event loop, so a container uses one core, however
 # many it is given: CPU asks for that one. On it, one server process relays three-way fan-outs
@@ -39,7 +42,9 @@ TIMEOUT_SECONDS = 600  # Poe lets a reply run 600 s; Modal's default would cut i
 TRACING = True
 
 HERE = Path(__file__).resolve().parent
-CONFIG_PATH = HERE / "pipelines.yaml"
+# The pipelines file deployed: PIPELINES (from where `modal deploy` runs), else pipelines.yaml.
+# In the container the same file is at REMOTE_CONFIG, whatever it was called here.
+CONFIG_PATH = Path(os.environ.get("PIPELINES") or HERE / "pipelines.yaml").resolve()
 REMOTE_CONFIG = "/root/pipelines.yaml"
 
 
@@ -49,7 +54,8 @@ def _load_config() -> loader.Config:
         in_container = not CONFIG_PATH.exists() and Path(REMOTE_CONFIG).exists()
         return loader.load(REMOTE_CONFIG if in_container else CONFIG_PATH)
     except ConfigError as e:
-        sys.stderr.write(f"{e}\npipelines.yaml is invalid: fix it before deploying or serving.\n")
+        name = CONFIG_PATH.name
+        sys.stderr.write(f"{e}\n{name} is invalid: fix it before deploying or serving.\n")
         raise SystemExit(1) from None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import re
@@ -41,22 +42,24 @@ def budget_table(config: loader.Config) -> str:
     return "\n".join(lines)
 
 
-GUIDES_CALL_LIMIT = 10
-"""Calls per message Poe's guides have stated ("up to 10 calls"); its spec's figure now is 100."""
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     config = _load_or_exit(args.config)
     print(budget_table(config))
-    over = [
-        f"{b} ({p.cost.total})" for b, p in config.bots.items() if p.cost.total > GUIDES_CALL_LIMIT
-    ]
-    if over:
-        print(
-            f"note: {', '.join(over)} may make more than {GUIDES_CALL_LIMIT} calls for one "
-            f"message. Poe allows 100, but some of its guides still say {GUIDES_CALL_LIMIT}: if "
-            "Poe refuses a call past the 10th, lower retries, fallbacks or loop.max."
-        )
+    return 0
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    """The `modal secret create` line for this file's bots, one variable per bot."""
+    from bots.serve.keys import SECRET
+
+    config = _load_or_exit(args.config)
+    variables = dict.fromkeys(plan.access_key_env for plan in config.bots.values())
+    pairs = " ".join(f"{name}=..." for name in variables)
+    print(f"modal secret create {SECRET} {pairs}")
+    print(
+        f"# one Poe access key per bot ({', '.join(config.bots)}), from each bot's page on "
+        "poe.com; add --force to replace the secret, and keep any OTEL_* variables in it"
+    )
     return 0
 
 
@@ -68,13 +71,18 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_graph(args: argparse.Namespace) -> int:
-    config = _load_or_exit(args.config)
-    plan = config.bots.get(args.bot)
+def _bot(config: loader.Config, name: str, path: str) -> loader.BotPlan:
+    """The bot `name` of the file; a UsageError naming the closest bot, and all of them."""
+    plan = config.bots.get(name)
     if plan is None:
-        known = ", ".join(config.bots)
-        print(f"no bot {args.bot!r} in {args.config}; the bots are: {known}", file=sys.stderr)
-        return 2
+        close = difflib.get_close_matches(name, list(config.bots), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UsageError(f"no bot {name!r} in {path}; {hint}the bots are: {', '.join(config.bots)}")
+    return plan
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    plan = _bot(_load_or_exit(args.config), args.bot, args.config)
     print(mermaid(plan), end="")
     return 0
 
@@ -85,11 +93,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from bots.serve.server import build_app
 
+    caller = None
+    if args.dry_run or args.answers:
+        from bots.tools import script
+        from bots.tools.simulator import SimulatedCaller
+
+        if not args.dry_run:
+            raise UsageError("--answers scripts simulated bots: add --dry-run")
+        answers = script.read(args.answers) if args.answers else script.Script()
+        for key in answers.answers:
+            if all(script.key_problem(key, plan) for plan in config.bots.values()):
+                raise UsageError(f"answer {key}: no bot of {args.config} has that step or bot")
+        caller = SimulatedCaller(args.delay, min(args.delay, 0.01), script=answers)
     print(budget_table(config))
     for bot_id in config.bots:
         print(f"serving /{bot_id} at http://{args.host}:{args.port}/{bot_id}")
+    if caller is not None:
+        print("dry run: every dependency bot is simulated (or answers as scripted); free")
     # log_config=None: uvicorn's own records go through the same JSON lines as the app's
-    uvicorn.run(build_app(config), host=args.host, port=args.port, log_config=None)
+    app = build_app(config, caller=caller)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None)
     return 0
 
 
@@ -99,21 +122,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     from bots.tools import chat
 
-    config = _load_or_exit(args.config)
-    plan = config.bots.get(args.bot)
-    if plan is None:
-        print(
-            f"no bot {args.bot!r} in {args.config}; the bots are: {', '.join(config.bots)}",
-            file=sys.stderr,
-        )
-        return 2
+    plan = _bot(_load_or_exit(args.config), args.bot, args.config)
     if args.controls:
         print(chat.controls_table(plan))
         return 0
     options = chat.Options(
         dry_run=args.dry_run,
         files=[Path(f) for f in args.file],
-        params=chat.checked_params(plan, chat.parse_params(args.param)),
+        params=chat.checked_params(plan, chat.parse_params(args.param), args.config),
         trace=not args.no_trace,
         simulated_delay=args.delay,
         script=chat.checked_script(plan, args.answers, args.answer, args.dry_run),
@@ -212,11 +228,19 @@ def parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--config", default=loader.DEFAULT_PATH, help="pipelines file")
+        p.add_argument(
+            "--config",
+            default=loader.DEFAULT_PATH,
+            metavar="PATH",
+            help="the pipelines file (default %(default)s)",
+        )
         return p
 
     command("validate", "check pipelines.yaml and print each bot's worst-case calls").set_defaults(
         run=cmd_validate
+    )
+    command("secrets", "print the modal secret create line for the file's bots' keys").set_defaults(
+        run=cmd_secrets
     )
     schema = sub.add_parser("schema", help="print the JSON Schema of pipelines.yaml")
     schema.set_defaults(run=cmd_schema)
@@ -224,8 +248,24 @@ def parser() -> argparse.ArgumentParser:
     graph.add_argument("bot", help="bot id")
     graph.set_defaults(run=cmd_graph)
     serve = command("serve", "serve every bot over HTTP (the Poe server-bot protocol)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    serve.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
+    serve.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="simulate every dependency bot: the whole HTTP path without Poe (free)",
+    )
+    serve.add_argument(
+        "--answers", metavar="FILE", help="with --dry-run: scripted answers (as for chat)"
+    )
+    serve.add_argument(
+        "--delay",
+        type=float,
+        default=0.4,
+        help="with --dry-run: seconds before a simulated bot answers (default %(default)s)",
+    )
     serve.set_defaults(run=cmd_serve)
     chat = command("chat", "chat with a bot in the terminal (real Poe bots, or --dry-run)")
     chat.add_argument("bot", help="bot id")
@@ -261,23 +301,38 @@ def parser() -> argparse.ArgumentParser:
         help="with --dry-run: what a step (by id or place) or a bot answers, e.g. topic=code "
         "(repeat a key for successive calls; replaces that key's answers from --answers)",
     )
-    chat.add_argument("--no-trace", action="store_true", help="do not print the trace")
+    chat.add_argument(
+        "--no-trace", action="store_true", help="do not print the trace after replies"
+    )
     chat.add_argument(
         "--trace-file",
         metavar="FILE",
         help="write each message's spans to FILE as OTLP/JSON, as a deployed bot exports them",
     )
-    chat.add_argument("--delay", type=float, default=0.4, help=argparse.SUPPRESS)
+    chat.add_argument(
+        "--delay",
+        type=float,
+        default=0.4,
+        help="with --dry-run: seconds before a simulated bot answers (default %(default)s)",
+    )
     chat.set_defaults(run=cmd_chat)
     test = command("test", "run the pipeline tests of pipelines.tests.yaml, with scripted bots")
-    test.add_argument("--cases", default="pipelines.tests.yaml", help="the test cases file")
+    test.add_argument(
+        "--cases",
+        default="pipelines.tests.yaml",
+        metavar="PATH",
+        help="the test cases file (default %(default)s)",
+    )
     test.add_argument("-k", metavar="TEXT", help="only the cases whose bot or name contains TEXT")
     test.set_defaults(run=cmd_test)
     ev = command("eval", "compare bots with a baseline on a dataset: quality (a judge) and cost")
     ev.add_argument("bots", nargs="+", help="bot ids of the pipelines file")
     ev.add_argument("--baseline", required=True, help="a plain Poe bot to compare with, e.g. GPT-5")
     ev.add_argument(
-        "--dataset", required=True, help="YAML or JSONL: messages, with reference or rubric"
+        "--dataset",
+        required=True,
+        metavar="PATH",
+        help="YAML or JSONL: messages, with reference or rubric",
     )
     ev.add_argument("--judge", default="GPT-5", help="the Poe bot that judges (default GPT-5)")
     ev.add_argument("--judge-prompt", metavar="FILE", help="the judge's pairwise prompt template")
@@ -295,7 +350,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--out",
         default="eval-results/eval.json",
-        help="results (and resume) file; the HTML report goes beside it",
+        metavar="PATH",
+        help="results (and resume) file, JSON; the HTML report goes beside it (default "
+        "%(default)s)",
     )
     ev.set_defaults(run=cmd_eval)
     return top

@@ -19,6 +19,8 @@ from bots.spec.loader import BotPlan
 
 log = logging.getLogger("bots.keys")  # the name in the log, as creators grep it
 
+SECRET = "poe-pipelines"
+"""The Modal secret main.py deploys with: each bot's access key, by its variable."""
 KEY_SHAPE = re.compile(r"^[\x21-\x7e]{32}$")  # 32 printable ASCII characters, no spaces
 
 

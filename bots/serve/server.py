@@ -173,10 +173,13 @@ def build_app(
     base_url: str | None = None,
     pacing: Pacing | None = None,
     deployed_with: str | None = None,
+    caller: Caller | None = None,
 ) -> FastAPI:
     """The ASGI app serving every bot of `config` at /<bot id>. `deployed_with` names the
     Modal secret of a deployed app: a bot whose key is missing from it refuses every request
-    (served locally, without it, such a bot accepts any caller)."""
+    (served locally, without it, such a bot accepts any caller). `caller` answers for the
+    dependency bots instead of Poe (a dry run: simulated or scripted bots); then nothing is
+    sent to Poe, settings included."""
     logs.configure()
     env = os.environ if environ is None else environ
     runtime = Runtime(base_url=base_url or env.get("POE_BASE_URL") or POE_BASE_URL)
@@ -199,9 +202,10 @@ def build_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with _tuned_gc():
             async with new_http_client() as http:
-                runtime.caller = PoeCaller(http, runtime.base_url)
+                runtime.caller = caller or PoeCaller(http, runtime.base_url)
+                named = [] if caller is not None else bots  # a dry run tells Poe nothing
                 async with asyncio.TaskGroup() as group:
-                    sync = group.create_task(sync_settings(http, runtime.base_url, bots))
+                    sync = group.create_task(sync_settings(http, runtime.base_url, named))
                     app.state.settings_sync = sync  # lets a caller (a test) await the sync
                     try:
                         yield

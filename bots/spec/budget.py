@@ -83,6 +83,36 @@ def sequence_cost(steps: Sequence[StepBase]) -> Cost:
     return cost
 
 
+def largest(steps: Sequence[StepBase], most: int = 3) -> list[str]:
+    """The steps that cost the most, dearest first, each with what makes its count (a fan-out's
+    width, a map's max_items, a loop's rounds, retries, fallbacks, samples)."""
+    found = []
+    for step in steps:
+        total = step_cost(step).total
+        if total:
+            found.append((total, f"{step.id or step.path} ({_shape(step)}: {total})"))
+    found.sort(key=lambda item: -item[0])
+    return [text for _, text in found[:most]]
+
+
+def _shape(step: StepBase) -> str:
+    if isinstance(step, CallStep):
+        tries = [f"{1 + step.retries} tries"] if step.retries else []
+        bots = [f"{len(step.bots)} bots"] if step.fallback else []
+        samples = [f"{step.samples} samples"] if step.repeat else []
+        return " x ".join([*samples, *tries, *bots]) or "one call"
+    if isinstance(step, ParallelStep):
+        return f"a parallel of {len(step.parallel)} branches"
+    if isinstance(step, MapStep):
+        return f"a map of up to {step.max_items} items x {sequence_cost(step.steps).total} calls"
+    if isinstance(step, LoopStep):
+        inner = sequence_cost(step.loop.steps).total
+        return f"a loop of up to {step.loop.bound} rounds x {inner} calls"
+    if isinstance(step, RouteStep):
+        return "a route, by its dearest case"
+    return step.kind
+
+
 class CallGuard:
     """Counts one reply's calls and refuses any beyond the declared worst case.
 

@@ -165,6 +165,16 @@ def explain(error: dict[str, Any], loc: Loc, parent: Any, model_for: ModelFor) -
             f"{what} {value!r} may use only letters, digits and _ and must not start with a "
             "digit (templates read step outputs by their id)"
         )
+    if kind in ("too_long", "too_short") and isinstance(value, list | dict):
+        context = error.get("ctx") or {}
+        what = {"parallel": "branches", "cases": "cases", "steps": "steps"}.get(str(key), "items")
+        if kind == "too_long":
+            most = context.get("max_length")
+            return (
+                f"{len(value)} {what}, more than the {most} allowed here; split it in two, or "
+                "leave some out"
+            )
+        return f"{len(value)} {what}: at least {context.get('min_length', 1)} needed here"
     message = str(message).removeprefix("Value error, ")
     if kind.startswith("value_error") or kind == "assertion_error":
         return message

@@ -18,7 +18,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from bots.errors import ConfigError, Problem
 from bots.spec import format as fmt
-from bots.spec.budget import Cost, sequence_cost
+from bots.spec.budget import Cost, largest, sequence_cost
 from bots.spec.document import Document, Loc, dotted
 from bots.spec.explanations import located
 from bots.spec.format import (
@@ -89,6 +89,8 @@ class _Checker:
         self.problems: list[Problem] = []
         self.document = Document("")
         self._unread: set[Loc] = set()
+        # bots with a mistake, costed as far as they validated: (cost, their steps)
+        self._partial: dict[str, tuple[Cost, BotSpec]] = {}
 
     def add(self, loc: Loc, message: str, *, at: tuple[int, int] | None = None) -> None:
         line, column = at or self._position(loc)
@@ -127,9 +129,10 @@ class _Checker:
         else:
             self.add((), "'bots' is required: a mapping of bot id to its steps")
         budget = header.call_budget if isinstance(header, PipelineFile) else _raw_budget(data)
-        for bot_id, plan in plans.items():
-            if plan.cost.total > budget:
-                self._over_budget(bot_id, plan, budget)
+        costed = {bot_id: (plan.cost, plan.spec) for bot_id, plan in plans.items()}
+        for bot_id, (cost, spec) in {**costed, **self._partial}.items():
+            if cost.total > budget:
+                self._over_budget(bot_id, cost, spec, budget, sure=bot_id in plans)
         if self.problems:
             raise ConfigError(self.problems)
         assert isinstance(header, PipelineFile)
@@ -179,10 +182,15 @@ class _Checker:
             if step is None:
                 broken_ids |= set(_raw_ids(item))
         known = spec if isinstance(spec, BotSpec) else None
-        wiring = Wiring(self.add, self.document, known, base)
+        raw_controls = data.get("controls") if isinstance(data, dict) else None
+        wiring = Wiring(self.add, self.document, known, base, raw_controls)
         wiring.check(steps, (*base, "steps"), broken_ids)
         valid = [step for step in steps if step is not None]
         if not isinstance(spec, BotSpec) or broken_ids or len(valid) != len(steps):
+            # still costed, broken steps as none, so a budget it is sure to pass is said too
+            whole = [step or fmt.TextStep(text="") for step in steps]
+            costed = BotSpec(steps=whole)
+            self._partial[bot_id] = sequence_cost(costed.steps), costed
             return None
         # the bot as it is served: made anew with its own steps, which it places as it is made
         fields = {name: getattr(spec, name) for name in BotSpec.model_fields if name != "steps"}
@@ -193,16 +201,24 @@ class _Checker:
         wording = fmt.wordings(spec.steps, spec.waiting)
         return BotPlan(bot_id, spec, sequence_cost(spec.steps), file_calls, wording)
 
-    def _over_budget(self, bot_id: str, plan: BotPlan, budget: int) -> None:
+    def _over_budget(
+        self, bot_id: str, cost: Cost, spec: BotSpec, budget: int, *, sure: bool
+    ) -> None:
         parts = Counter[tuple[str, str]]()
-        for path, bot, calls in plan.cost.parts:
+        for path, bot, calls in cost.parts:
             parts[(path, bot)] += calls
         made_of = ", ".join(f"{path} {bot} x{n}" for (path, bot), n in parts.items())
+        at_least = "" if sure else "at least "  # the steps that did not validate are not counted
+        raise_it = (
+            f", or raise call_budget (at most {fmt.POE_CALL_CAP})"
+            if budget < fmt.POE_CALL_CAP
+            else ""
+        )
         self.add(
             ("bots", bot_id, "steps"),
-            f"worst case is {plan.cost.total} calls per message, "
-            f"over call_budget {budget}; it is made of: {made_of}. Lower retries, fallbacks "
-            "or loop.max, or raise call_budget (at most 100)",
+            f"worst case is {at_least}{cost.total} calls per message, over call_budget {budget}; "
+            f"it is made of: {made_of}. The most: {'; '.join(largest(spec.steps))}. Lower "
+            f"those{raise_it}",
         )
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from bots.errors import TemplateProblem
 from bots.spec import format as fmt
-from bots.spec.controls import Labeled, SectionControl, control_kind
+from bots.spec.controls import KINDS, Labeled, SectionControl, control_kind
 from bots.spec.document import Document, Loc
 from bots.spec.format import BotSpec, CallStep, ParallelStep, StepBase, branch_key, ids_in, walk
 from bots.spec.templates import (
@@ -29,8 +30,9 @@ from bots.spec.templates import (
 
 class Wiring:
     """The references of one bot's steps, checked; `file_uses` names the steps whose files a
-    later step uses. `spec` is None when the bot's own keys did not validate: its controls
-    are then unknown, so no template is told a control is missing."""
+    later step uses. `spec` is None when the bot's own keys did not validate: then the names
+    its controls declare are read from `raw_controls` as written, so a template reading one
+    of them is not told it is missing, and one reading another still is."""
 
     def __init__(
         self,
@@ -38,12 +40,13 @@ class Wiring:
         document: Document,
         spec: BotSpec | None,
         base: Loc,
+        raw_controls: Any = None,
     ) -> None:
         self.report = report
         self.document = document
         self._seen_ids: dict[str, Loc] = {}
         self._controls: dict[str, Labeled] = {}
-        self._controls_known = spec is not None
+        self._declared = set() if spec is not None else set(_raw_names(raw_controls))
         self.file_uses: set[str] = set()  # ids whose files a later step uses
         self._steps: dict[str, StepBase] = {}
         self._producers: set[str] = set()
@@ -190,9 +193,10 @@ class Wiring:
             self.report(loc, str(e))
             return
         variables = compiled.variables
-        unknown = compiled.members.get("params", set()) - set(self._controls)
-        for control in sorted(unknown if self._controls_known else ()):
-            declared = ", ".join(self._controls) or "none (add them under this bot's controls:)"
+        declared_names = [*self._controls, *sorted(self._declared - set(self._controls))]
+        unknown = compiled.members.get("params", set()) - set(declared_names)
+        for control in sorted(unknown):
+            declared = ", ".join(declared_names) or "none (add them under this bot's controls:)"
             self.report(
                 loc,
                 f"template reads params.{control}, which no control declares; params holds "
@@ -271,3 +275,20 @@ class Wiring:
             kind = self._steps[source].kind
             return f"step {source!r} is a {kind} step, which calls no bot and so has no files"
         return None
+
+
+def _raw_names(controls: Any) -> Iterator[str]:
+    """The names controls declare as written (a `slider: rounds` names rounds), sections and
+    tabs included, for a bot whose controls did not all validate."""
+    if not isinstance(controls, list):
+        return
+    for control in controls:
+        if not isinstance(control, dict):
+            continue
+        for kind in KINDS:
+            if isinstance(control.get(kind), str):
+                yield control[kind]
+        yield from _raw_names(control.get("controls"))
+        for tab in control.get("tabs") or []:
+            if isinstance(tab, dict):
+                yield from _raw_names(tab.get("controls"))

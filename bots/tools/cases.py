@@ -8,6 +8,7 @@ checks what happened: the reply, the calls, the routes taken, the steps that ran
 from __future__ import annotations
 
 import asyncio
+import difflib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -171,7 +172,8 @@ def _mistakes(found: CasesFile, config: Config, folder: Path) -> Iterator[tuple[
         if plan is None:
             yield (
                 (*at, "bot"),
-                f"no bot {case.bot!r} in {config.path}; its bots: " + ", ".join(config.bots),
+                f"no bot {case.bot!r} in {config.path}; {_closest(case.bot, list(config.bots))}"
+                f"its bots: {', '.join(config.bots)}",
             )
             continue
         for key, problem in Script(case.answers, folder).problems(plan):
@@ -296,10 +298,14 @@ def _unmet(expect: Expect, plan: BotPlan, said: transcript.Transcript) -> Iterat
     reply = repr(shorten(said.text, 160))
     for text in expect.reply_contains:
         if text not in said.text:
-            yield f"reply_contains: {text!r} is not in the reply, which is {reply}"
+            yield f"reply_contains: {text!r} is not in the reply; {_nearest(said.text, text)}"
     for text in expect.reply_not_contains:
         if text in said.text:
-            yield f"reply_not_contains: {text!r} is in the reply, which is {reply}"
+            at = said.text.index(text)
+            shown = said.text[max(0, at - 60) : at + len(text) + 60]
+            dots = ("…" if at > 60 else "", "…" if at + len(text) + 60 < len(said.text) else "")
+            where = f"{dots[0]}{shown}{dots[1]}"
+            yield f"reply_not_contains: {text!r} is in the reply, here: {where!r}"
     if expect.reply_matches is not None:
         try:
             found = regex.search(expect.reply_matches, said.text, timeout=REGEX_SECONDS)
@@ -410,3 +416,22 @@ async def run_all(suite: Suite, config: Config, select: str | None, out: TextIO)
     passed = len(chosen) - failed
     out.write(f"{passed} passed, {failed} failed in {seconds:.2f} s\n")
     return 1 if failed else 0
+
+
+def _closest(name: str, names: list[str]) -> str:
+    """'did you mean X? ' for the closest of `names`, or nothing."""
+    close = difflib.get_close_matches(name, names, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _nearest(reply: str, wanted: str) -> str:
+    """Where the reply comes closest to a text it lacks (its first words, matched loosely),
+    or, failing that, how the reply ends."""
+    if not reply:
+        return "the reply is empty"
+    head = wanted.strip().split()[0] if wanted.strip() else ""
+    at = reply.casefold().find(head.casefold()) if head else -1
+    if at >= 0:
+        shown = reply[max(0, at - 40) : at + len(wanted) + 40]
+        return f"closest: {('…' if at > 40 else '') + shown!r}"
+    return f"it ends {('…' if len(reply) > 160 else '') + reply[-160:]!r}"

@@ -27,7 +27,7 @@ from bots.errors import ChatError
 from bots.run import trace
 from bots.run.client import POE_BASE_URL, Caller, PoeCaller, new_http_client
 from bots.spec import controls
-from bots.spec.loader import BotPlan
+from bots.spec.loader import DEFAULT_PATH, BotPlan
 from bots.tools import script, transcript
 from bots.tools.script import Script
 from bots.tools.simulator import SimulatedCaller
@@ -67,12 +67,17 @@ def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
     return params
 
 
-def checked_params(plan: BotPlan, params: dict[str, Any]) -> dict[str, Any]:
-    """--param values checked against the bot's controls, as Poe's UI would allow them."""
+def checked_params(
+    plan: BotPlan, params: dict[str, Any], config: str = DEFAULT_PATH
+) -> dict[str, Any]:
+    """--param values checked against the bot's controls, as Poe's UI would allow them; the
+    hint repeats the --config that was given."""
     try:
         return controls.checked(plan.spec.controls, params)
     except ValueError as e:
-        raise ChatError(f"--param {e} (see python -m bots chat {plan.id} --controls)") from None
+        given = f" --config {config}" if config != DEFAULT_PATH else ""
+        hint = f"see python -m bots chat {plan.id}{given} --controls"
+        raise ChatError(f"--param {e} ({hint})") from None
 
 
 def checked_script(plan: BotPlan, path: str | None, pairs: Sequence[str], dry_run: bool) -> Script:

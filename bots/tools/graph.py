@@ -42,8 +42,13 @@ class _Drawing:
 
     def sequence(self, steps: Sequence[StepBase], sources: list[str], label: str = "") -> list[str]:
         for step in steps:
-            sources = self.step(step, sources, label)
-            label = ""
+            ends = self.step(step, sources, label)
+            if step.when:  # the path around it, taken when `when` is false
+                join = self.node("", "(({}))")
+                self.edge(ends, join)
+                self.lines += [f'    {source} -.->|"skipped"| {join}' for source in sources]
+                ends = [join]
+            sources, label = ends, ""
         return sources
 
     def step(self, step: StepBase, sources: list[str], label: str) -> list[str]:

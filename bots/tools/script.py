@@ -16,6 +16,7 @@ scripted keep echoing their prompt (`simulator`).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import mimetypes
@@ -155,10 +156,12 @@ def key_problem(key: str, plan: BotPlan) -> str | None:
         return None
     if any(key in (step.id, step.path) for step in steps):
         return f"step {key!r} of /{plan.id} calls no bot, so it has no answer"
-    known = ", ".join([*(s.id for s in calls if s.id), *sorted({b for s in calls for b in s.bots})])
+    names = [*(s.id for s in calls if s.id), *sorted({b for s in calls for b in s.bots})]
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
     return (
         f"{key!r} is neither a step id, a step's place nor a bot of /{plan.id}; "
-        f"it answers for: {known or 'none'}"
+        f"{hint}it answers for: {', '.join(names) or 'none'}"
     )
 
 

@@ -92,6 +92,36 @@ def test_a_broken_pipelines_file_stops_the_import_with_the_validators_message(
     assert "Traceback" not in result.stderr
 
 
+def test_pipelines_names_the_file_deployed_and_only_its_bots_are_served(tmp_path: Path) -> None:
+    """`PIPELINES=mine.yaml modal deploy main.py`: main.py imports with that file, as Modal's
+    deploy does on the creator's machine, and names only its bots."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("version: 1\nbots:\n  mine: {steps: [{bot: GPT-5}]}\n")
+    code = "import main; print(sorted(main.CONFIG.bots), main.CONFIG_PATH.name)"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PIPELINES": "mine.yaml"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['mine'] mine.yaml"
+    mine.write_text("version: 1\nbots:\n  mine: {steps: [{bot: GPT 5}]}\n")
+    broken = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PIPELINES": "mine.yaml"},
+    )
+    assert (
+        broken.returncode == 1 and "mine.yaml is invalid: fix it before deploying" in broken.stderr
+    )
+
+
 async def test_the_web_functions_body_serves_every_bot_over_http(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

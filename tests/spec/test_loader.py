@@ -444,3 +444,33 @@ def test_waiting_wording_is_one_line_and_inner_steps_win() -> None:
         "steps[0].parallel[1]": "Checking…",
         "steps[1]": "Thinking…",
     }
+
+
+def test_four_independent_mistakes_are_reported_at_once() -> None:
+    """A broken control and a broken step hide neither the budget nor an undeclared param."""
+    branches = ", ".join(f"{{bot: B{i}}}" for i in range(11))
+    yaml = f"""\
+        version: 1
+        bots:
+          x:
+            controls:
+              - {{slider: tone, label: Tone, min: 0, max: 2, defualt: 1}}
+            steps:
+              - parallel: [{branches}]
+              - {{bot: L, retries: 9}}
+              - {{bot: M, prompt: "{{{{ params.mood }}}}"}}
+              - parallel: [{", ".join(["{bot: A}"] * 23)}]
+        """
+    with pytest.raises(ConfigError) as caught:
+        loader.parse(textwrap.dedent(yaml), "p.yaml")
+    said = [str(p) for p in caught.value.problems]
+    assert len(said) == 5, said
+    assert "unknown key 'defualt'; did you mean 'default'?" in said[0]
+    assert said[1].startswith("p.yaml:6:5: bots.x.steps: worst case is at least 12 calls")
+    assert "The most: steps[0] (a parallel of 11 branches: 11)" in said[1]
+    assert "bots.x.steps[1].retries: got 9" in said[2]
+    assert "params.mood, which no control declares; params holds only this bot's" in said[3]
+    assert said[4].endswith(
+        "steps[3].parallel: 23 branches, more than the 20 allowed here; "
+        "split it in two, or leave some out"
+    )

@@ -85,8 +85,8 @@ async def test_wrong_expectations_fail_with_what_was_expected_and_what_happened(
     assert "PASS  router: right  (2 calls)" in out
     assert f"FAIL  router: wrong in every way  ({path}:7)" in out
     for message in [
-        "reply_contains: 'banana' is not in the reply, which is 'Use reversed().'",
-        "reply_not_contains: 'reversed' is in the reply",
+        "reply_contains: 'banana' is not in the reply; it ends 'Use reversed().'",
+        "reply_not_contains: 'reversed' is in the reply, here: 'Use reversed().'",
         "reply_matches: '^Nope' does not match the reply",
         "calls: expected 1, made 2 (GPT-5-mini 1, Claude-Sonnet-4.5 1)",
         "max_calls: expected at most 1, made 2",
@@ -124,7 +124,8 @@ async def test_a_bad_cases_file_exits_2_with_each_mistake_at_its_line(tmp_path: 
     code, out, err = await bots_test("--cases", path)
     assert code == 2 and out == ""
     for message in [
-        f"{path}:4:5: cases[0].bot: no bot 'routr' in pipelines.yaml; its bots: council, router",
+        f"{path}:4:5: cases[0].bot: no bot 'routr' in pipelines.yaml; did you mean 'router'? "
+        "its bots: council, router",
         f"{path}:5:5: cases[1].name: the name 'one' is taken by case 1",
         f"{path}:7:5: cases[1].params: aspect: no control has that name; the controls: none",
         f"{path}:8:15: cases[1].answers.topc: 'topc' is neither a step id",

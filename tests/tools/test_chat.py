@@ -46,7 +46,7 @@ async def test_dry_run_shows_every_section_and_the_trace() -> None:
     assert '*parameters: {"reasoning_effort": "low"}*' in out  # the step's parameters, shown
     assert "Question: Why is the sky blue?" in out  # the verdict's rendered template
     assert "calls used: 4 of 5 (worst case)" in out
-    assert "steps[1]                     bot      Claude-Opus-4.1" in out
+    assert "verdict                      bot      Claude-Opus-4.1" in out  # named by its id
 
 
 async def test_dry_run_is_multi_turn_and_reads_stdin() -> None:
