@@ -7,13 +7,13 @@ with --dry-run every dependency is simulated and costs nothing.
 
 from __future__ import annotations
 
-import math
+import asyncio
 import mimetypes
 import os
-import shutil
+import signal
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -31,6 +31,7 @@ from bots.spec.loader import DEFAULT_PATH, BotPlan
 from bots.tools import script, transcript
 from bots.tools.script import Script
 from bots.tools.simulator import SimulatedCaller
+from bots.tools.terminal import QUITS, Terminal, help_text
 from bots.tools.transcript import Transcript
 
 if TYPE_CHECKING:
@@ -132,57 +133,15 @@ def _scalar(text: str) -> Any:
     return text
 
 
-class Screen:
-    """Shows a reply as it grows. On a terminal, re-renders in place; elsewhere (a pipe, a
-    test) prints the final reply once."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.live = out.isatty()
-        self.shown = ""
-
-    def update(self, text: str) -> None:
-        if not self.live:
-            self.shown = text
-            return
-        if text.startswith(self.shown):
-            self.out.write(text[len(self.shown) :])
-        else:
-            rows = self._rows(self.shown)
-            if rows >= shutil.get_terminal_size().lines - 1:
-                return  # taller than the screen: cannot redraw; the final text follows
-            self.out.write(("\r" + (f"\x1b[{rows - 1}A" if rows > 1 else "")) + "\x1b[J" + text)
-        self.out.flush()
-        self.shown = text
-
-    def done(self, text: str) -> None:
-        if (
-            self.live
-            and text != self.shown
-            and self._rows(self.shown) >= shutil.get_terminal_size().lines - 1
-        ):
-            self.out.write("\n\n" + text)
-        elif self.live:
-            self.update(text)
-        else:
-            self.out.write(text)
-        self.out.write("\n")
-        self.out.flush()
-
-    @staticmethod
-    def _rows(text: str) -> int:
-        width = max(20, shutil.get_terminal_size().columns)
-        return sum(max(1, math.ceil(len(line) / width)) for line in text.split("\n"))
-
-
 class Chat:
     """A multi-turn conversation with one bot."""
 
-    def __init__(self, plan: BotPlan, caller: Caller, options: Options, out: TextIO) -> None:
+    def __init__(self, plan: BotPlan, caller: Caller, options: Options, terminal: Terminal) -> None:
         self.plan = plan
         self.caller = caller
         self.options = options
-        self.out = out
+        self.terminal = terminal
+        self.out = terminal.out
         self.history: list[fp.ProtocolMessage] = []
         self.conversation_id = uuid.uuid4().hex
         self.spans: SpanFile | None = None
@@ -199,17 +158,20 @@ class Chat:
             attachments=attachments,
             conversation_id=self.conversation_id,
         )
-        screen = Screen(self.out)
+        screen = self.terminal.screen()
 
         def show_file(file: fp.Attachment) -> None:
             self.out.write(f"\n[file: {file.name} at {where(file.url)}]\n")
 
-        said = await transcript.answer(
-            self.plan, request, self.caller, on_text=screen.update, on_file=show_file
-        )
-        for suggestion in said.suggestions:
-            self.out.write(f"\n[suggested: {suggestion}]")
+        try:
+            said = await transcript.answer(
+                self.plan, request, self.caller, on_text=screen.update, on_file=show_file
+            )
+        finally:
+            screen.stop()
         screen.done(said.text)
+        for suggestion in said.suggestions:
+            self.out.write(f"[suggested: {suggestion}]\n")
         self.history += [
             request.query[-1],
             fp.ProtocolMessage(role="bot", content=said.text, metadata=said.metadata),
@@ -223,9 +185,41 @@ class Chat:
             self.spans.spans.message(said.run, said.run.summary(said.seconds, said.delivery))
             count = self.spans.write(self.options.trace_file)
             self.out.write(f"  spans: {count} so far, in {self.options.trace_file} (OTLP/JSON)\n")
+        self.terminal.separate(f"/{self.plan.id}")
         if said.error:
             raise ChatError(explain(said.error))
         return said
+
+    def reset(self) -> None:
+        """A new conversation: the bot sees none of the earlier turns."""
+        self.history = []
+        self.conversation_id = uuid.uuid4().hex
+
+    def command(self, line: str) -> bool:
+        """Answers a chat command (/help, /params, /reset, /quit); False to leave."""
+        name, _, rest = line.strip().partition(" ")
+        terminal = self.terminal
+        if name in QUITS:
+            return False
+        if name == "/reset":
+            self.reset()
+            terminal.say("new conversation: the bot forgets the earlier turns")
+        elif name == "/params" and rest.strip():
+            try:
+                changed = checked_params(self.plan, parse_params(rest.split()))
+            except ChatError as e:
+                terminal.say(f"error: {e}")
+            else:
+                self.options.params.update(changed)
+                terminal.say(f"params: {self.options.params}")
+        elif name == "/params":
+            values, _ = controls.values(self.plan.spec.controls, self.options.params)
+            terminal.say(f"params: {values or 'none (the bot has no controls)'}")
+        elif name == "/help":
+            terminal.say(help_text())
+        else:
+            terminal.say(f"unknown command {name!r}; the commands:\n{help_text()}")
+        return True
 
 
 def where(url: str) -> str:
@@ -270,12 +264,13 @@ async def upload(
 
 
 async def run_chat(plan: BotPlan, options: Options, messages: list[str] | None, out: TextIO) -> int:
-    """Chats with `plan`'s bot: the given messages, else lines read from stdin. Returns an
-    exit status."""
+    """Chats with `plan`'s bot: the given messages, else lines read from the terminal (or a
+    pipe), where /commands are answered locally. Returns an exit status."""
     api_key = os.environ.get("POE_API_KEY", "")
     if not options.dry_run and not api_key:
         print(KEY_HELP, file=sys.stderr)
         return 2
+    terminal = Terminal(out)
     async with new_http_client() as http:
         caller: Caller
         if options.dry_run:
@@ -283,24 +278,28 @@ async def run_chat(plan: BotPlan, options: Options, messages: list[str] | None, 
         else:
             base_url = os.environ.get("POE_BASE_URL") or POE_BASE_URL
             caller = PoeCaller(http, base_url, api_key=api_key)
-        chat = Chat(plan, caller, options, out)
+        chat = Chat(plan, caller, options, terminal)
         mode = (
             "dry run: dependencies simulated"
             if options.dry_run
             else "live: calls spend your points"
         )
-        out.write(
-            f"chatting with /{plan.id} ({mode}); worst case {plan.cost.total} calls per message\n"
+        terminal.say(
+            f"chatting with /{plan.id} ({mode}); worst case {plan.cost.total} calls per message"
+            + ("; /help for commands" if terminal.interactive else "")
         )
         status = 0
         try:
             attachments = await upload(options.files, None if options.dry_run else http, api_key)
-            for text in messages if messages is not None else _read_lines(out):
-                try:
-                    await chat.send(text, attachments)
-                except ChatError as e:
-                    print(f"error: {e}", file=sys.stderr)
-                    status = 1
+            for given in messages or []:
+                status |= await _send(chat, given, attachments)
+                attachments = []
+            while messages is None and (line := await terminal.read()) is not None:
+                if line.startswith("/"):
+                    if not chat.command(line):
+                        break
+                    continue
+                status |= await _send(chat, line, attachments)
                 attachments = []
         except ChatError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -308,13 +307,26 @@ async def run_chat(plan: BotPlan, options: Options, messages: list[str] | None, 
         return status
 
 
-def _read_lines(out: TextIO) -> Iterator[str]:
-    while True:
-        if sys.stdin.isatty():
-            out.write("\nyou> ")
-            out.flush()
-        line = sys.stdin.readline()
-        if not line:
-            return
-        if line.strip():
-            yield line.rstrip("\n")
+async def _send(chat: Chat, text: str, attachments: list[fp.Attachment]) -> int:
+    """One message: 0 when it was answered, 1 when the reply failed. On a terminal, Ctrl-C
+    stops the reply in flight (every call in it is cancelled, its stream closed) and the chat
+    goes on."""
+    reply = asyncio.ensure_future(chat.send(text, attachments))
+    loop = asyncio.get_running_loop()
+    interactive = chat.terminal.interactive
+    if interactive:
+        loop.add_signal_handler(signal.SIGINT, reply.cancel)
+    try:
+        await asyncio.wait({reply})
+    finally:
+        if interactive:
+            loop.remove_signal_handler(signal.SIGINT)
+    if reply.cancelled():
+        chat.terminal.say("\n[stopped: the reply and every call in it were cancelled]")
+        return 0
+    try:
+        reply.result()
+    except ChatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
