@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint serve bench load browser
+.PHONY: demo test lint serve bench load browser check-traces
 
 $(BIN)/activate: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,8 @@ demo: $(BIN)/activate
 
 # ruff (lint and format), the import contract (the worlds import only downward), mypy.
 lint: $(BIN)/activate
-	$(BIN)/ruff check bots standin tests bench main.py
-	$(BIN)/ruff format --check bots standin tests bench main.py
+	$(BIN)/ruff check bots standin tests bench checks main.py
+	$(BIN)/ruff format --check bots standin tests bench checks main.py
 	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/mypy
 
@@ -47,3 +47,10 @@ load: $(BIN)/activate
 # The figures in bench-results/ are recorded on purpose, with --out (see docs/performance.md).
 bench: $(BIN)/activate
 	$(BIN)/python -m bench --cold-start --tracing --sampling
+
+# Our traces read in real Arize Phoenix and MLflow, each installed from PyPI into its own
+# virtual environment (large; not in CI). See docs/traces.md.
+check-traces: $(BIN)/activate
+	test -x .venv-phoenix/bin/phoenix || { $(PYTHON) -m venv .venv-phoenix && .venv-phoenix/bin/pip install --quiet arize-phoenix==20.26.1; }
+	test -x .venv-mlflow/bin/mlflow || { $(PYTHON) -m venv .venv-mlflow && .venv-mlflow/bin/pip install --quiet mlflow==3.17.2; }
+	$(BIN)/python -m checks.traces --phoenix .venv-phoenix/bin/phoenix --mlflow .venv-mlflow/bin/mlflow

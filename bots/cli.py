@@ -1,4 +1,5 @@
-"""The command line: `python -m bots validate | schema | graph | serve | chat | test | eval`."""
+"""The command line: `python -m bots validate | secrets | schema | graph | serve | chat | test |
+eval | traces send`."""
 
 from __future__ import annotations
 
@@ -60,6 +61,20 @@ def cmd_secrets(args: argparse.Namespace) -> int:
         f"# one Poe access key per bot ({', '.join(config.bots)}), from each bot's page on "
         "poe.com; add --force to replace the secret, and keep any OTEL_* variables in it"
     )
+    return 0
+
+
+def cmd_traces_send(args: argparse.Namespace) -> int:
+    from bots.tools import traces
+
+    headers = dict(pair.split("=", 1) for pair in args.header if "=" in pair)
+    if len(headers) != len(args.header):
+        raise UsageError("--header takes NAME=VALUE, e.g. --header x-mlflow-experiment-id=1")
+    status, count = traces.send(args.file, args.endpoint, headers)
+    if not 200 <= status < 300:
+        print(f"error: the collector answered HTTP {status}; no spans were taken", file=sys.stderr)
+        return 1
+    print(f"sent {count} spans to {args.endpoint} (OTLP/HTTP, protobuf): HTTP {status}")
     return 0
 
 
@@ -242,6 +257,27 @@ def parser() -> argparse.ArgumentParser:
     command("secrets", "print the modal secret create line for the file's bots' keys").set_defaults(
         run=cmd_secrets
     )
+    traces = sub.add_parser("traces", help="trace files: send one to a collector")
+    traces_sub = traces.add_subparsers(dest="traces_command", required=True)
+    send = traces_sub.add_parser(
+        "send",
+        help="send a chat --trace-file to an OTLP/HTTP collector (protobuf, as every tool takes)",
+    )
+    send.add_argument("file", metavar="FILE", help="the trace file chat --trace-file wrote")
+    send.add_argument(
+        "--endpoint",
+        required=True,
+        metavar="URL",
+        help="the collector's base URL, e.g. http://localhost:6006 (/v1/traces is added)",
+    )
+    send.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a header to send, e.g. x-mlflow-experiment-id=1 (repeat for more)",
+    )
+    send.set_defaults(run=cmd_traces_send)
     schema = sub.add_parser("schema", help="print the JSON Schema of pipelines.yaml")
     schema.set_defaults(run=cmd_schema)
     graph = command("graph", "print a bot's pipeline as a Mermaid flowchart")

@@ -39,14 +39,18 @@ class Collector:
         self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
         if self.mode == "slow":
             await asyncio.sleep(3)
-        ok = self.mode == "ok" and scope["path"] == "/v1/traces"
+        # as strict as the strictest tool: Phoenix takes protobuf only ("415 Unsupported
+        # content type: application/json"), where MLflow and Langfuse take JSON too
+        protobuf = self.headers[-1].get("content-type", "") == "application/x-protobuf"
+        ok = self.mode == "ok" and scope["path"] == "/v1/traces" and protobuf
         if ok:
             self.bodies.append(body)
         answer = ExportTraceServiceResponse().SerializeToString() if ok else b"no"
+        status = 200 if ok else 415 if self.mode == "ok" and not protobuf else 500
         await send(
             {
                 "type": "http.response.start",
-                "status": 200 if ok else 500,
+                "status": status,
                 "headers": [(b"content-type", b"application/x-protobuf")],
             }
         )

@@ -51,6 +51,20 @@ class TraceEntry:
         return self.outcome.startswith("failed")
 
 
+def label(entry: TraceEntry) -> str:
+    """An entry's name as the creator wrote it: its step's id where it has one (with a
+    sample's or item's number after it, "samples#2"), else its place ("steps[1]")."""
+    owner: TraceEntry | None = entry
+    while owner is not None and "id" not in owner.facts:
+        owner = owner.parent
+    if owner is None:
+        return entry.path
+    base = owner.path.split("#")[0]
+    if not entry.path.startswith(base):
+        return entry.path
+    return f"{owner.facts['id']}{entry.path[len(base) :]}"
+
+
 @contextlib.contextmanager
 def inside(entry: TraceEntry) -> Iterator[None]:
     """Makes `entry` the parent of the entries made within (in this task and the tasks it

@@ -1,17 +1,19 @@
 """Traces in OpenTelemetry: each message's run as one trace, and users' reactions joined to it.
 
-A run's `trace` (`bots/run/trace.py`) becomes, once the reply is done, a tree of spans:
-- the message (`invoke_workflow <bot id>`): bot, conversation and message ids, calls made and
-  declared, outcome;
-- a span per step, loop round, sample and wait for Poe's rate limit, under the step it ran in
-  (path, kind, id, what `when` said, the case a route took, the round);
-- a span per try of a call (`invoke_agent <bot>`, following OpenTelemetry's GenAI conventions:
-  the dependency bot is `gen_ai.request.model`), with its time to first token, characters and
-  files received, and why it failed.
+A run's `trace` (`bots/run/trace.py`) becomes, once the reply is done, a tree of spans, in
+both conventions LLM tools read (OpenTelemetry's GenAI attributes and OpenInference's):
+- the message (`invoke_workflow <bot id>`, a CHAIN): bot, conversation (`session.id`), user,
+  message id, calls made and declared, outcome; with content, its input and output;
+- a CHAIN span per step, loop round, sample, wave and wait for Poe's rate limit, under the
+  step it ran in, named by the step's id where it has one (path, kind, id, bot, what `when`
+  said, the case a route took, the round);
+- an LLM span per try of a call (`chat <bot>`: the dependency bot is `gen_ai.request.model`
+  and `llm.model_name`; only calls carry a model), with its time to first token, characters
+  and files received, and why it failed; with content, its messages.
 
 Spans are made after the reply, from times the engine recorded, so tracing adds nothing to a
 reply while it streams. A message's trace id and root span id come from its message id: a
-reaction that arrives later is a child span of the message it is about, in the same trace.
+reaction that arrives later is a span of a trace of its own, linked to the message's root.
 
 What users and bots wrote (the message, prompts, answers, a route's value) is exported only
 when the creator sets `PIPELINE_TRACE_CONTENT=1`. Access keys never are: no span holds a
@@ -49,7 +51,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from bots.run.engine import Run
-from bots.run.trace import ENDPOINT_ENVS, TraceEntry, content_wanted, root_span_id, trace_id
+from bots.run.trace import (
+    ENDPOINT_ENVS,
+    TraceEntry,
+    content_wanted,
+    label,
+    root_span_id,
+    trace_id,
+)
 
 log = logging.getLogger("bots.spans")  # the name in the log, as creators grep it
 
@@ -86,6 +95,9 @@ class Spans:
             "gen_ai.operation.name": "invoke_workflow",
             "gen_ai.agent.name": ctx.plan.id,
             "gen_ai.conversation.id": request.conversation_id,
+            "openinference.span.kind": "CHAIN",
+            "session.id": request.conversation_id,
+            "user.id": request.user_id,
             "poe.message.id": request.message_id,
             **{
                 f"pipeline.{name}": value
@@ -94,8 +106,17 @@ class Spans:
             },
         }
         if self.content:
-            attributes["gen_ai.input.messages"] = _messages("user", request.query[-1].content)
-            attributes["gen_ai.output.messages"] = _messages("assistant", ctx.answer.text)
+            asked, answered = request.query[-1].content, ctx.answer.text
+            failed = fields.get("outcome") == "failed"
+            attributes.update(
+                {
+                    "gen_ai.input.messages": _messages("user", asked),
+                    "gen_ai.output.messages": _messages("assistant", answered, failed=failed),
+                    **_values(asked, answered),
+                    "langfuse.trace.input": _cap(asked),
+                    "langfuse.trace.output": _cap(answered),
+                }
+            )
         self._ids.root = (trace_id(request.message_id), root_span_id(request.message_id))
         root = self.tracer.start_span(
             f"invoke_workflow {ctx.plan.id}",
@@ -127,39 +148,38 @@ class Spans:
         facts = {k: v for k, v in entry.facts.items() if v is not None}
         if entry.kind == "try":
             assert entry.bot is not None
+            failed = "error_type" in facts or "failure" in facts
             attributes: dict[str, Any] = {
-                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.operation.name": "chat",
                 "gen_ai.provider.name": "poe",
                 "gen_ai.request.model": entry.bot,
-                "gen_ai.agent.name": entry.bot,
                 "gen_ai.conversation.id": conversation,
+                "openinference.span.kind": "LLM",
+                "llm.model_name": entry.bot,
+                "llm.provider": "poe",
+                "session.id": conversation,
                 "pipeline.step.path": entry.path,
                 **{f"pipeline.call.{name}": value for name, value in facts.items()},
             }
-            if "error_type" in facts or "failure" in facts:
+            if failed:
                 attributes["error.type"] = facts.get("error_type") or "call_failed"
             if self.content:
-                prompt = entry.content.get("prompt", "")
-                attributes["gen_ai.input.messages"] = _messages("user", prompt)
-                if "system" in entry.content:
-                    attributes["gen_ai.system_instructions"] = _cap(entry.content["system"])
-                attributes["gen_ai.output.messages"] = _messages(
-                    "assistant", entry.content.get("answer", "")
-                )
-            name, kind = f"invoke_agent {entry.bot}", api.SpanKind.CLIENT
+                attributes.update(self._call_content(entry, failed=failed))
+            name, kind = f"chat {entry.bot}", api.SpanKind.CLIENT
         else:
             attributes = {
+                "openinference.span.kind": "CHAIN",
                 "pipeline.step.path": entry.path,
                 "pipeline.step.kind": entry.kind,
                 "pipeline.step.outcome": entry.outcome.split(":")[0],
                 "pipeline.step.calls": entry.calls,
                 **{f"pipeline.step.{name}": value for name, value in facts.items()},
             }
-            if entry.bot:
-                attributes["gen_ai.request.model"] = entry.bot
+            if entry.bot:  # the bot a step calls, said as a step's fact: only calls are LLMs
+                attributes["pipeline.step.bot"] = entry.bot
             if self.content and "value" in entry.content:
                 attributes["pipeline.step.route_value"] = _cap(entry.content["value"])
-            name, kind = f"{entry.kind} {entry.path}", api.SpanKind.INTERNAL
+            name, kind = _span_name(entry), api.SpanKind.INTERNAL
         span = self.tracer.start_span(
             name, context, kind, attributes=attributes, start_time=_ns(entry.started)
         )
@@ -167,27 +187,51 @@ class Spans:
             span.set_status(api.Status(api.StatusCode.ERROR, str(facts.get("failure", ""))))
         return span
 
+    def _call_content(self, entry: TraceEntry, *, failed: bool) -> dict[str, Any]:
+        """What a call was sent and answered, in both conventions (content mode only)."""
+        prompt = entry.content.get("prompt", "")
+        answer = entry.content.get("answer", "")
+        system = entry.content.get("system")
+        sent = [*([("system", system)] if system else []), ("user", prompt)]
+        found: dict[str, Any] = {
+            "gen_ai.input.messages": _messages("user", prompt),
+            "gen_ai.output.messages": _messages("assistant", answer, failed=failed),
+            **_values(prompt, answer),
+            "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.content": _cap(answer),
+        }
+        for i, (role, text) in enumerate(sent):
+            found[f"llm.input_messages.{i}.message.role"] = role
+            found[f"llm.input_messages.{i}.message.content"] = _cap(text)
+        if system:
+            found["gen_ai.system_instructions"] = json.dumps(
+                [{"type": "text", "content": _cap(system)}]
+            )
+        return found
+
     def reaction(
         self, request: fp.ReportReactionRequest | fp.ReportFeedbackRequest, what: str, value: str
     ) -> None:
         """A user's reaction (`report_reaction`) or feedback (`report_feedback`) to a message:
-        a span in that message's trace, under its root."""
+        a span in a trace of its own, linked to the message's root span, so the message's
+        trace keeps the reply's own duration however late the reaction comes."""
         message_id = request.message_id
-        parent = api.NonRecordingSpan(
-            api.SpanContext(
-                trace_id(message_id),
-                root_span_id(message_id),
-                is_remote=True,
-                trace_flags=api.TraceFlags(api.TraceFlags.SAMPLED),
-            )
+        message = api.SpanContext(
+            trace_id(message_id),
+            root_span_id(message_id),
+            is_remote=True,
+            trace_flags=api.TraceFlags(api.TraceFlags.SAMPLED),
         )
         span = self.tracer.start_span(
             f"{what} {value}",
-            api.set_span_in_context(parent),
+            api.set_span_in_context(api.INVALID_SPAN),  # a root: its own trace
+            links=[api.Link(message, {"poe.link": "the message reacted to"})],
             attributes={
                 f"poe.{what}": value,
                 "poe.message.id": message_id,
                 "gen_ai.conversation.id": request.conversation_id,
+                "session.id": request.conversation_id,
+                "openinference.span.kind": "CHAIN",
             },
         )
         span.end()
@@ -243,9 +287,34 @@ def _cap(text: str) -> str:
     return text if len(text) <= TEXT_CAP else text[:TEXT_CAP] + "…"
 
 
-def _messages(role: str, text: str) -> str:
-    """Content as the GenAI conventions put it on spans: a JSON list of messages of parts."""
-    return json.dumps([{"role": role, "parts": [{"type": "text", "content": _cap(text)}]}])
+def _messages(role: str, text: str, *, failed: bool = False) -> str:
+    """Content as the GenAI conventions put it on spans: a JSON list of messages of parts; an
+    answer says why it ended (`finish_reason`: stop, or error for a failed try)."""
+    message: dict[str, Any] = {"role": role, "parts": [{"type": "text", "content": _cap(text)}]}
+    if role == "assistant":
+        message["finish_reason"] = "error" if failed else "stop"
+    return json.dumps([message])
+
+
+def _values(asked: str, answered: str) -> dict[str, str]:
+    """OpenInference's input and output of a span, as LLM tools show them in their lists."""
+    return {
+        "input.value": _cap(asked),
+        "input.mime_type": "text/plain",
+        "output.value": _cap(answered),
+        "output.mime_type": "text/plain",
+    }
+
+
+def _span_name(entry: TraceEntry) -> str:
+    """A step's span, named by the creator's own words: its id where it has one ("bot plan",
+    "map answers", "loop refine round 2", "wave 1 of samples"), else its place."""
+    name = label(entry)
+    if entry.kind == "round":
+        return f"loop {name} round {entry.facts.get('round', '')}".rstrip()
+    if entry.kind == "wave":
+        return f"wave {entry.facts.get('wave', '')} of {name}"
+    return f"{entry.kind} {name}"
 
 
 class QuietExporter(SpanExporter):

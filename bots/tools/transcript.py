@@ -23,7 +23,7 @@ from bots.run.client import Caller
 from bots.run.context import Context
 from bots.run.delivery import Delivery, Pacing
 from bots.run.engine import Run
-from bots.run.trace import TraceEntry
+from bots.run.trace import label
 from bots.spec.loader import BotPlan
 
 
@@ -68,7 +68,7 @@ class Transcript:
         lines = ["trace:"]
         for entry in rows:
             who = f" {entry.bot}" if entry.bot else ""
-            path = named(entry) if entry.kind != "try" else f"  try {entry.facts['try']}"
+            path = label(entry) if entry.kind != "try" else f"  try {entry.facts['try']}"
             detail = f" ({entry.detail})" if entry.detail else ""
             bar = _bar(entry.started - start, entry.seconds, total, width)
             lines.append(
@@ -79,20 +79,6 @@ class Transcript:
         lines.append(f"  {'':<28} {'':<8}{'':<20} {axis}")
         lines.append(f"  calls used: {self.calls} of {budget} (worst case)")
         return "\n".join(lines)
-
-
-def named(entry: TraceEntry) -> str:
-    """A trace entry's name as the creator wrote it: its step's id where it has one (with a
-    sample's or item's number after it, "samples#2"), else its place ("steps[1]")."""
-    owner: TraceEntry | None = entry
-    while owner is not None and "id" not in owner.facts:
-        owner = owner.parent
-    if owner is None:
-        return entry.path
-    base = owner.path.split("#")[0]
-    if not entry.path.startswith(base):
-        return entry.path
-    return f"{owner.facts['id']}{entry.path[len(base) :]}"
 
 
 def _bar(offset: float, seconds: float, total: float, width: int) -> str:

@@ -151,8 +151,8 @@ def test_waves_are_exported_in_the_messages_trace(tmp_path: Path) -> None:
     )
     spans = json.loads(out.read_text())["resourceSpans"][0]["scopeSpans"][0]["spans"]
     names = [span["name"] for span in spans]
-    assert "wave steps[0]" in names and names.count("invoke_agent GPT-5-mini") == 4
-    step = next(s for s in spans if s["name"] == "bot steps[0]")
+    assert "wave 1 of samples" in names and names.count("chat GPT-5-mini") == 4
+    step = next(s for s in spans if s["name"] == "bot samples")
     facts = {a["key"]: next(iter(a["value"].values())) for a in step["attributes"]}
     assert facts["pipeline.step.stopped"] == "agreed"
     assert facts["pipeline.step.samples"] in (3, "3")

@@ -98,49 +98,57 @@ async def test_each_message_is_one_trace_of_its_steps_and_tries(
     assert facts["pipeline.calls"] == 11 and facts["pipeline.calls_declared"] == 12
     assert facts["pipeline.outcome"] == "done"
     children = tree(one)
+    # steps are named by their ids, the creator's own words; those without one by their place
     assert children["invoke_workflow every"] == [
-        "parallel steps[0]",
-        "bot steps[1]",
+        "parallel drafts",
+        "bot topic",
         "route steps[2]",
-        "map steps[3]",
-        "bot steps[4]",
+        "map parts",
+        "bot votes",
         "loop steps[5]",
         "bot steps[6]",
         "text steps[7]",
     ]
-    assert sorted(children["parallel steps[0]"]) == [
-        "bot steps[0].parallel[0]",
-        "bot steps[0].parallel[1]",
-    ]
-    assert children["bot steps[0].parallel[0]"] == ["invoke_agent A"]
-    assert children["route steps[2]"] == ["bot steps[2].cases.code[0]"]
-    assert children["bot steps[2].cases.code[0]"] == ["invoke_agent Flaky"] * 2  # a retry
-    assert sorted(children["map steps[3]"]) == [
-        "bot steps[3].steps[0]#1",
-        "bot steps[3].steps[0]#2",
-    ]
-    assert sorted(children["bot steps[4]"]) == ["sample steps[4]#1", "sample steps[4]#2"]
-    assert children["loop steps[5]"] == ["round steps[5]"] * 2
-    assert children["round steps[5]"] == ["bot steps[5].loop.steps[0]"] * 2
+    assert sorted(children["parallel drafts"]) == ["bot a", "bot b"]
+    assert children["bot a"] == ["chat A"]
+    assert children["route steps[2]"] == ["bot fix"]
+    assert children["bot fix"] == ["chat Flaky"] * 2  # a retry
+    assert sorted(children["map parts"]) == ["bot parts.steps[0]#1", "bot parts.steps[0]#2"]
+    assert sorted(children["bot votes"]) == ["sample votes#1", "sample votes#2"]
+    assert sorted(children["loop steps[5]"]) == ["loop steps[5] round 1", "loop steps[5] round 2"]
+    assert children["loop steps[5] round 1"] == ["bot r"]
     assert "bot steps[6]" not in children  # skipped: no call
 
     by_name = {span.name: attributes(span) for span in one}
     assert by_name["route steps[2]"]["pipeline.step.case"] == "code"
     assert by_name["bot steps[6]"]["pipeline.step.when"] is False
     assert by_name["bot steps[6]"]["pipeline.step.outcome"] == "skipped"
+    assert by_name["bot topic"]["pipeline.step.path"] == "steps[1]"  # its place, kept
     rounds = sorted(
-        attributes(span)["pipeline.step.round"] for span in one if span.name == "round steps[5]"
+        attributes(span)["pipeline.step.round"]
+        for span in one
+        if span.name.startswith("loop steps[5] round")
     )
     assert rounds == [1, 2]
+    # the kinds LLM tools read: the message and its steps are chains, only the calls are LLMs
+    kinds = {name: facts["openinference.span.kind"] for name, facts in by_name.items()}
+    assert {kind for name, kind in kinds.items() if name.startswith("chat ")} == {"LLM"}
+    assert {kind for name, kind in kinds.items() if not name.startswith("chat ")} == {"CHAIN"}
+    assert not any(
+        "gen_ai.request.model" in facts for name, facts in by_name.items() if "chat " not in name
+    )
+    assert by_name["bot topic"]["pipeline.step.bot"] == "Classifier"
+    assert by_name["invoke_workflow every"]["session.id"] == facts["gen_ai.conversation.id"]
     tries = sorted(
         (attributes(span)["pipeline.call.try"], span.status.code, attributes(span))
         for span in one
-        if span.name == "invoke_agent Flaky"
+        if span.name == "chat Flaky"
     )
     (n1, status1, failed), (n2, status2, ok) = tries
     assert (n1, n2) == (1, 2) and status1 == 2 and status2 != 2  # 2: STATUS_CODE_ERROR
     assert failed["error.type"] and failed["pipeline.call.failure"] == "it sent an error"
-    assert ok["gen_ai.request.model"] == "Flaky" and ok["gen_ai.operation.name"] == "invoke_agent"
+    assert ok["gen_ai.request.model"] == "Flaky" and ok["gen_ai.operation.name"] == "chat"
+    assert ok["llm.model_name"] == "Flaky" and ok["openinference.span.kind"] == "LLM"
     assert ok["pipeline.call.characters"] == len("fixed answer")
     assert ok["pipeline.call.first_token_s"] >= 0
     for span in one:  # every span inside its parent's time
@@ -151,7 +159,8 @@ async def test_each_message_is_one_trace_of_its_steps_and_tries(
     everything = b"".join(collector.bodies)
     for secret in [USER_TEXT, "alpha answer", "fixed answer", "item x", "boom", *keys]:
         assert secret.encode() not in everything, secret
-    assert not any(key.startswith("gen_ai.input") for span in spans for key in attributes(span))
+    content_keys = ("gen_ai.input", "gen_ai.output", "input.value", "output.value", "llm.input")
+    assert not any(key.startswith(content_keys) for span in spans for key in attributes(span))
 
 
 async def test_content_is_exported_only_when_the_creator_turns_it_on(
@@ -168,16 +177,30 @@ async def test_content_is_exported_only_when_the_creator_turns_it_on(
     root = attributes(next(span for span in spans if not span.parent_span_id))
     assert USER_TEXT in json.loads(root["gen_ai.input.messages"])[0]["parts"][0]["content"]
     assert "done fixed answer" in root["gen_ai.output.messages"]
+    # what the LLM tools read: the root's input and output, in both conventions and Langfuse's
+    assert root["input.value"] == USER_TEXT and root["output.value"].endswith("done fixed answer")
+    assert root["langfuse.trace.input"] == USER_TEXT and root["openinference.span.kind"] == "CHAIN"
+    assert json.loads(root["gen_ai.output.messages"])[0]["finish_reason"] == "stop"
     item = next(
         attributes(span)
         for span in spans
         if attributes(span).get("pipeline.step.path") == "steps[3].steps[0]#2"
-        and span.name.startswith("invoke_agent")
+        and span.name.startswith("chat ")
     )
     assert (
         "item y" in item["gen_ai.input.messages"]
         and "beta answer" in item["gen_ai.output.messages"]
     )
+    assert item["input.value"] == "item y" and item["output.value"] == "beta answer"
+    assert item["llm.input_messages.0.message.role"] == "user"
+    assert item["llm.input_messages.0.message.content"] == "item y"
+    assert item["llm.output_messages.0.message.content"] == "beta answer"
+    outputs = [
+        json.loads(attributes(span)["gen_ai.output.messages"])[0]["finish_reason"]
+        for span in spans
+        if span.name == "chat Flaky"
+    ]
+    assert sorted(outputs) == ["error", "stop"]  # the failed try, then the retry
     route = next(attributes(span) for span in spans if span.name == "route steps[2]")
     assert route["pipeline.step.route_value"] == "code"
     everything = b"".join(collector.bodies)
@@ -210,7 +233,7 @@ async def test_a_dead_collector_changes_nothing_in_the_replies_and_is_said_once(
     assert collector.spans() == []
 
 
-async def test_reactions_and_feedback_join_the_trace_of_their_message(
+async def test_reactions_and_feedback_link_to_their_message_without_stretching_it(
     quick_export: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
@@ -232,13 +255,19 @@ async def test_reactions_and_feedback_join_the_trace_of_their_message(
                 answer = await s.http.post(f"{s.url}/every", json=body, headers=headers)
                 assert answer.status_code == 200
     spans = collector.spans()
-    root = next(span for span in spans if not span.parent_span_id)
+    root = next(span for span in spans if span.name == "invoke_workflow every")
     reactions = {
         span.name: span for span in spans if span.name.split()[0] in ("reaction", "feedback")
     }
     assert set(reactions) == {"reaction like", "feedback dislike"}
-    for span in reactions.values():
-        assert span.trace_id == root.trace_id and span.parent_span_id == root.span_id
+    message = [span for span in spans if span.trace_id == root.trace_id]
+    assert not any(span.name in reactions for span in message)  # the message's own duration
+    assert max(s.end_time_unix_nano for s in message) == root.end_time_unix_nano
+    for span in reactions.values():  # each in a trace of its own, linked to the message
+        assert span.trace_id != root.trace_id and not span.parent_span_id
+        assert [(link.trace_id, link.span_id) for link in span.links] == [
+            (root.trace_id, root.span_id)
+        ]
         assert attributes(span)["poe.message.id"] == "m-liked"
     lines = [getattr(r, "fields", {}) for r in caplog.records if r.name == "bots.server"]
     reply_line = next(f for f in lines if f.get("event") == "reply")
@@ -332,7 +361,7 @@ def test_chat_trace_file_holds_the_same_spans_as_otlp_json(tmp_path: Path) -> No
     ids = {span["spanId"] for span in spans}
     assert all(span["parentSpanId"] in ids for span in spans if "parentSpanId" in span)
     names = {span["name"] for span in spans}
-    assert {"map steps[3]", "sample steps[4]#2", "round steps[5]", "invoke_agent Flaky"} <= names
+    assert {"map parts", "sample votes#2", "loop steps[5] round 2", "chat Flaky"} <= names
     content = [a for s in spans for a in s["attributes"] if a["key"].startswith("gen_ai.input")]
     assert content == []  # no content by default
 
