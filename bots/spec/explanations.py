@@ -98,16 +98,24 @@ def validated(
         return Problem(name, line, column, dotted(loc), message)
 
     problems = [problem(loc, message, at) for loc, message, at in document.problems]
-    if not problems and not isinstance(data, dict):
-        got = "an empty file" if data is None else f"a {type(data).__name__}"
-        problems.append(problem((), f"expected a mapping of keys, got {got}"))
+    if not isinstance(data, dict):
+        if not problems:
+            got = "an empty file" if data is None else f"a {type(data).__name__}"
+            problems.append(problem((), f"expected a mapping of keys, got {got}"))
+        raise ConfigError(problems)
+    # what YAML could not read is None in the data: the models' words about it are not repeated
+    unread = {(wrap, *loc) if wrapped else loc for loc, _, _ in document.problems}
+    try:
+        found = model.model_validate(data)
+    except ValidationError as e:
+        problems += [
+            problem(loc, message)
+            for loc, message in located(e, data, (), model_for)
+            if loc not in unread
+        ]
     if problems:
         raise ConfigError(problems)
-    try:
-        return model.model_validate(data), document
-    except ValidationError as e:
-        found = located(e, data, (), model_for)
-        raise ConfigError([problem(loc, message) for loc, message in found]) from None
+    return found, document
 
 
 def _get(data: Any, loc: Loc) -> Any:

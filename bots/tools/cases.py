@@ -10,24 +10,33 @@ from __future__ import annotations
 import asyncio
 import difflib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TextIO
 
 import fastapi_poe as fp
 import regex
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from bots.errors import ConfigError, Problem
 from bots.run.delivery import Pacing
 from bots.run.engine import NO_CASE
 from bots.spec import controls
-from bots.spec.document import Loc, dotted
+from bots.spec.document import Document, Loc, dotted
 from bots.spec.explanations import validated
 from bots.spec.filters import shorten
 from bots.spec.format import CallStep, RouteStep, StepBase, walk
 from bots.spec.loader import BotPlan, Config
+from bots.spec.reading import read_source
 from bots.tools import script, transcript
 from bots.tools.script import Answers, Script, answer_model
 from bots.tools.simulator import SimulatedCaller
@@ -106,6 +115,9 @@ class Case(_Model):
     expect: Expect = Field(default_factory=Expect)
 
 
+_ANSWERS: TypeAdapter[Answers] = TypeAdapter(Answers)
+
+
 class CasesFile(_Model):
     version: Literal[1]
     answers: Answers = Field(
@@ -144,10 +156,14 @@ class Suite:
 def read(path: str, config: Config) -> Suite:
     """Reads and checks a cases file against the pipelines; raises ConfigError listing every
     mistake at FILE:LINE:COL."""
-    found, document = validated(path, CasesFile, _model_for)
+    folder = Path(path).parent
+    try:
+        found, document = validated(path, CasesFile, _model_for)
+    except ConfigError as invalid:  # the cases valid on their own are still checked, too
+        raise ConfigError([*invalid.problems, *_valid_cases_problems(path, config)]) from None
     problems = [
         Problem(path, *document.position(loc), dotted(loc), message)
-        for loc, message in _mistakes(found, config, Path(path).parent)
+        for loc, message in _mistakes(found.answers, enumerate(found.cases), config, folder)
     ]
     if problems:
         raise ConfigError(problems)
@@ -155,15 +171,42 @@ def read(path: str, config: Config) -> Suite:
     return Suite(path, found, lines)
 
 
-def _mistakes(found: CasesFile, config: Config, folder: Path) -> Iterator[tuple[Loc, str]]:
-    """What a valid-looking cases file gets wrong about the pipelines (each at its place)."""
+def _valid_cases_problems(path: str, config: Config) -> list[Problem]:
+    """For a cases file with mistakes: what its valid cases (and its shared answers, when
+    those are valid) get wrong about the pipelines."""
+    try:
+        document = Document(read_source(path))
+    except ConfigError:  # unreadable: said already
+        return []
+    data = document.data if isinstance(document.data, dict) else {}
+    try:
+        answers = _ANSWERS.validate_python(data.get("answers") or {})
+    except ValidationError:
+        answers = {}  # its own mistakes are reported already
+    items = data.get("cases")
+    cases: list[tuple[int, Case]] = []
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        try:
+            cases.append((i, Case.model_validate(item)))
+        except ValidationError:
+            continue
+    return [
+        Problem(path, *document.position(loc), dotted(loc), message)
+        for loc, message in _mistakes(answers, cases, config, Path(path).parent)
+    ]
+
+
+def _mistakes(
+    answers: Answers, cases: Iterable[tuple[int, Case]], config: Config, folder: Path
+) -> Iterator[tuple[Loc, str]]:
+    """What valid-looking cases get wrong about the pipelines (each at its place)."""
     seen: dict[str, int] = {}
-    for key in found.answers:  # shared answers: each must fit some bot
+    for key in answers:  # shared answers: each must fit some bot
         if all(script.key_problem(key, plan) for plan in config.bots.values()):
             yield ("answers", key), f"{key!r} is no step id, step place or bot of any bot here"
-    for key, problem in Script(found.answers, folder).file_problems():
+    for key, problem in Script(answers, folder).file_problems():
         yield ("answers", key), problem
-    for i, case in enumerate(found.cases):
+    for i, case in cases:
         at: Loc = ("cases", i)
         if case.name in seen:
             yield (*at, "name"), f"the name {case.name!r} is taken by case {seen[case.name] + 1}"

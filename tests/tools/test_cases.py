@@ -136,12 +136,16 @@ async def test_a_bad_cases_file_exits_2_with_each_mistake_at_its_line(tmp_path: 
         f"{path}: 8 problems found",
     ]:
         assert message in err, message
-    path = write(
-        tmp_path, "version: 1\ncases:\n  - name: x\n    bot: router\n    expect: {cals: 2}\n"
+    path = write(  # a case's own mistake does not hide what another gets wrong about the bots
+        tmp_path,
+        "version: 1\ncases:\n  - name: x\n    bot: router\n    expect: {cals: 2}\n"
+        "  - {name: y, bot: routr}\n",
     )
     code, _, err = await bots_test("--cases", path)
     assert code == 2 and f"{path}:5:14: cases[0].expect.cals: unknown key 'cals'" in err
     assert "did you mean 'calls'?" in err
+    assert f"{path}:6:15: cases[1].bot: no bot 'routr' in pipelines.yaml" in err
+    assert "2 problems found" in err
     path = write(
         tmp_path,
         "version: 1\ncases:\n  - {name: x, bot: router, expect: {route: {steps[1]: code}}}\n",
