@@ -18,7 +18,7 @@ import modal
 
 from bots.errors import ConfigError
 from bots.serve.keys import SECRET
-from bots.spec import loader
+from bots.spec import catalog, loader
 
 APP_NAME = "poe-pipelines"
 SECRET_NAME = SECRET  # the Modal secret holding each bot's <ID>_ACCESS_KEY ("poe-pipelines")
@@ -49,10 +49,17 @@ REMOTE_CONFIG = "/root/pipelines.yaml"
 
 
 def _load_config() -> loader.Config:
-    """Validated at import, so a bad file stops `modal deploy` before anything is uploaded."""
+    """Validated at import, so a bad file stops `modal deploy` before anything is uploaded; on
+    your machine, every bot it calls must be in Poe's model catalog (or under known_bots:)."""
     try:
         in_container = not CONFIG_PATH.exists() and Path(REMOTE_CONFIG).exists()
-        return loader.load(REMOTE_CONFIG if in_container else CONFIG_PATH)
+        if in_container:
+            return loader.load(REMOTE_CONFIG)
+        config = loader.load(CONFIG_PATH)
+        doubts = catalog.problems(config, catalog.load(CONFIG_PATH))
+        if doubts:
+            raise ConfigError(doubts)
+        return config
     except ConfigError as e:
         name = CONFIG_PATH.name
         sys.stderr.write(f"{e}\n{name} is invalid: fix it before deploying or serving.\n")

@@ -1,5 +1,5 @@
-"""The command line: `python -m bots validate | secrets | schema | graph | serve | chat | test |
-eval | traces send`."""
+"""The command line: `python -m bots validate | models | secrets | schema | graph | serve | chat |
+test | eval | traces send`."""
 
 from __future__ import annotations
 
@@ -44,8 +44,40 @@ def budget_table(config: loader.Config) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from bots.spec import catalog
+
     config = _load_or_exit(args.config)
+    models = catalog.load(args.config)
+    doubts = catalog.problems(config, models)
+    if doubts and args.strict:
+        _report(ConfigError(doubts), args.config)
+        return 1
     print(budget_table(config))
+    print("\n".join(catalog.price_lines(config, models)))
+    for doubt in ConfigError(doubts).problems:
+        where = f"{doubt.file}:{doubt.line}:{doubt.column}"
+        print(f"{where}: warning: {doubt.path}: {doubt.message}", file=sys.stderr)
+    if doubts:
+        count = f"{len(doubts)} warning{'s' if len(doubts) != 1 else ''}"
+        print(
+            f"{args.config}: {count} (--strict, and modal deploy, make them errors)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from bots.tools import models
+
+    found, said = models.refreshed(args.config, args.offline)
+    print(said, file=sys.stderr)
+    matching = found.search(args.words)
+    if not matching:
+        print(f"no model of {found.described()} matches {' '.join(args.words)!r}")
+        return 1
+    print("\n".join(models.listing(matching)))
+    if found.file.snapshot:
+        print(f"({found.file.note})", file=sys.stderr)
     return 0
 
 
@@ -251,9 +283,19 @@ def parser() -> argparse.ArgumentParser:
         )
         return p
 
-    command("validate", "check pipelines.yaml and print each bot's worst-case calls").set_defaults(
-        run=cmd_validate
+    validate = command("validate", "check pipelines.yaml and print each bot's worst-case calls")
+    validate.add_argument(
+        "--strict",
+        action="store_true",
+        help="a bot missing from Poe's model catalog (or files it cannot take) is an error",
     )
+    validate.set_defaults(run=cmd_validate)
+    models = command("models", "fetch Poe's model catalog, keep it beside the file, list it")
+    models.add_argument("words", nargs="*", metavar="WORD", help="list the models matching all")
+    models.add_argument(
+        "--offline", action="store_true", help="list the catalog at hand, without fetching"
+    )
+    models.set_defaults(run=cmd_models)
     command("secrets", "print the modal secret create line for the file's bots' keys").set_defaults(
         run=cmd_secrets
     )

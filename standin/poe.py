@@ -23,7 +23,10 @@ bots it calls. Each rule, with where Poe says it:
 * external applications call with a user's API key (`add_api_key`): "500 requests a minute"
   per key (`api_rate`; each request past it gets 429 with `x-ratelimit-reset-requests`, and is
   noted in `rate_refused`), every admitted call costs the key's owner points (`prices`, per
-  bot), and `GET /usage/current_balance` tells the key's `current_point_balance`.
+  bot), and `GET /usage/current_balance` tells the key's `current_point_balance`;
+* "GET https://api.poe.com/v1/models" lists the public models without a key, as
+  `{"object": "list", "data": [...]}`, each with `id`, `owned_by`, `architecture` and
+  `pricing` (`catalog`, else one text model per scripted bot); another method gets 405.
 
 It forwards the calls it admits with `Authorization: Bearer standin` (fastapi's HTTPBearer
 refuses an empty credential) and tracks every stream in flight, so tests can wait for the
@@ -60,6 +63,7 @@ from standin.serving import serve_app
 
 PROTOCOL_VERSION = "1.2"
 BOT_PREFIX = "/bot/"
+MODELS_PATH = "/v1/models"
 MESSAGE_CALL_LIMIT = 100
 API_RATE = (500, 60.0)  # an API key's requests per minute
 REPLY_CHAR_LIMIT = 100_000
@@ -234,6 +238,7 @@ class StandIn:
         self.api_rate = API_RATE
         self.balances: dict[str, int] = {}  # API key -> its owner's points
         self.prices: dict[str, int] = {}  # bot -> points one call costs (default 1)
+        self.catalog: list[dict[str, Any]] | None = None  # GET /v1/models' data, when set
         self.api_requests: defaultdict[str, deque[float]] = defaultdict(deque)  # key -> times
         self.rate_refused = 0  # requests refused for passing `api_rate`
         self.open_streams = self.max_open_streams = self.closed_early = 0
@@ -305,6 +310,9 @@ class StandIn:
         path = scope.get("path", "")
         if scope["type"] == "http" and path == "/usage/current_balance":
             await self._balance(scope, send)
+            return
+        if scope["type"] == "http" and path == MODELS_PATH:
+            await self._models(scope, send)
             return
         if scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(BOT_PREFIX):
             await self.app(scope, receive, send)
@@ -408,6 +416,32 @@ class StandIn:
             await _send_json(send, 429, {"detail": "Too many requests"})
         else:
             await _send_json(send, 200, {"current_point_balance": self.balances[key]})
+
+    @property
+    def models_url(self) -> str:
+        """Where the stand-in serves Poe's model catalog."""
+        return self.base_url.removesuffix(BOT_PREFIX) + MODELS_PATH
+
+    async def _models(self, scope: Scope, send: Send) -> None:
+        """Poe's model catalog (`GET /v1/models`, no key): `catalog` if set, else one
+        text-to-text entry per scripted bot, in the shape Poe's API reference gives."""
+        if scope["method"] != "GET":
+            await _send_json(send, 405, {"detail": "Method Not Allowed"})
+            return
+        default = [
+            {
+                "id": name,
+                "object": "model",
+                "created": 1_750_000_000_000,
+                "owned_by": "standin",
+                "description": f"the stand-in's scripted bot {name}",
+                "architecture": {"input_modalities": ["text"], "output_modalities": ["text"]},
+                "pricing": None,
+            }
+            for name in self.bots
+        ]
+        data = self.catalog if self.catalog is not None else default
+        await _send_json(send, 200, {"object": "list", "data": data})
 
     async def _refuse(self, refusal: Refusal, send: Send) -> None:
         """Answers as Poe does: HTTP 401/404/429 with a JSON body, or one error event then

@@ -72,7 +72,8 @@ def read(path: str) -> list[Item]:
     found, document = validated(path, Dataset, _model_for, wrap="items")
     wrapped = isinstance(document.data, list)
     where = [document.position((i,) if wrapped else ("items", i)) for i in range(len(found.items))]
-    _check_unique(path, found.items, where)
+    if problems := _duplicates(path, found.items, where):
+        raise ConfigError(problems)
     return found.items
 
 
@@ -95,18 +96,21 @@ def _read_jsonl(path: str) -> list[Item]:
                 problems.append(Problem(path, number, 1, ".".join(map(str, loc)), message))
     if not items and not problems:
         problems.append(Problem(path, 1, 1, "", "no items: write one message per line"))
+    problems += _duplicates(path, items, where)  # with the other mistakes, all at once
     if problems:
         raise ConfigError(problems)
-    _check_unique(path, items, where)
     return items
 
 
-def _check_unique(path: str, items: list[Item], where: list[tuple[int, int]]) -> None:
+def _duplicates(path: str, items: list[Item], where: list[tuple[int, int]]) -> list[Problem]:
     """Each item once: a resumed eval finds an item's answers by its id or its text."""
     seen: dict[str, int] = {}
+    found = []
     for item, (line, column) in zip(items, where, strict=True):
         if item.key in seen:
             what = f"id {item.id!r}" if item.id else f"message {item.message[:60]!r}"
             message = f"the {what} is there twice (first at line {seen[item.key]})"
-            raise ConfigError([Problem(path, line, column, "", message + "; once is enough")])
-        seen[item.key] = line
+            found.append(Problem(path, line, column, "", message + "; once is enough"))
+        else:
+            seen[item.key] = line
+    return found

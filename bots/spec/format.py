@@ -452,6 +452,11 @@ class PipelineFile(Model):
     call_budget: Annotated[int, Strict(), Field(ge=1)] = Field(
         default=10, description="Most dependency calls one user message may cost (at most 100)."
     )
+    known_bots: Annotated[list[PoeName], Field(max_length=1000)] = Field(
+        default_factory=list,
+        description="Private or community bots that Poe's public model list lacks: validate "
+        "takes them as known.",
+    )
     bots: Annotated[dict[str, BotSpec], Field(min_length=1)]
 
     @field_validator("call_budget")

@@ -63,6 +63,7 @@ class Config:
     path: str
     call_budget: int
     bots: dict[str, BotPlan] = field(default_factory=dict)
+    known_bots: frozenset[str] = frozenset()  # bots Poe's public list lacks (see catalog)
 
 
 def load(path: str | Path = DEFAULT_PATH) -> Config:
@@ -136,7 +137,7 @@ class _Checker:
         if self.problems:
             raise ConfigError(self.problems)
         assert isinstance(header, PipelineFile)
-        return Config(self.name, header.call_budget, plans)
+        return Config(self.name, header.call_budget, plans, frozenset(header.known_bots))
 
     def _validate(self, model: type[BaseModel] | TypeAdapter[Any], data: Any, loc: Loc) -> Any:
         try:

@@ -120,6 +120,31 @@ def test_pipelines_names_the_file_deployed_and_only_its_bots_are_served(tmp_path
     assert (
         broken.returncode == 1 and "mine.yaml is invalid: fix it before deploying" in broken.stderr
     )
+    # deploying is strict about Poe's model catalog: a misspelt model stops it
+    mine.write_text("version: 1\nbots:\n  mine: {steps: [{bot: GPT-5-mni}]}\n")
+    misspelt = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PIPELINES": "mine.yaml"},
+    )
+    assert misspelt.returncode == 1 and "did you mean 'GPT-5-mini'?" in misspelt.stderr
+    assert "mine.yaml:3:19: bots.mine.steps[0].bot: 'GPT-5-mni' is not in" in misspelt.stderr
+    # ... and a private bot named under known_bots is taken
+    mine.write_text(
+        "version: 1\nknown_bots: [GPT-5-mni]\nbots:\n  mine: {steps: [{bot: GPT-5-mni}]}\n"
+    )
+    known = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PIPELINES": "mine.yaml"},
+    )
+    assert known.returncode == 0, known.stderr
 
 
 async def test_the_web_functions_body_serves_every_bot_over_http(

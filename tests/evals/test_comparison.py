@@ -341,9 +341,13 @@ def test_datasets_are_read_from_yaml_and_jsonl_with_mistakes_at_their_lines(
     lines.write_text('"Hello"\n{"message": "Hi", "rubric": "short"}\n')
     found = dataset.read(str(lines))
     assert [i.message for i in found] == ["Hello", "Hi"] and found[1].rubric == "short"
-    lines.write_text('"Hello"\n"Hello"\n')
-    with pytest.raises(ConfigError, match="the message 'Hello' is there twice"):
+    lines.write_text('"Hello"\n"Hello"\n{"message": 3}\n"Hi"\n"Hi"\n')
+    with pytest.raises(ConfigError) as caught:  # every mistake at once, duplicates too
         dataset.read(str(lines))
+    problems = [str(p) for p in caught.value.problems]
+    assert "2:1: the message 'Hello' is there twice (first at line 1)" in problems[0]
+    assert problems[1].startswith(f"{lines}:3:1: message: got 3")
+    assert "5:1: the message 'Hi' is there twice (first at line 4)" in problems[2]
 
 
 def test_verdicts_scores_and_both_orders_read_as_documented() -> None:

@@ -189,9 +189,9 @@ async def test_a_rate_limited_call_waits_as_poes_headers_say_before_trying_again
 
 async def test_retries_made_at_once_after_a_429_would_be_refused() -> None:
     """The check above can fail: without waiting, the stand-in refuses the retry."""
-    yaml = "version: 1\nbots:\n  hasty:\n    steps: [{bot: Busy, retries: 1, timeout: 0.01}]\n"
+    yaml = "version: 1\nbots:\n  hasty:\n    steps: [{bot: Busy, retries: 1, timeout: 2}]\n"
     async with serve_pipelines(yaml, {"Busy": busy_once(reset=30)}, pacing=FAST) as s:
-        reply = await s.ask("hasty")  # the wait is capped by the step's 0.01 s timeout
+        reply = await s.ask("hasty")  # the wait is capped by the step's 2 s timeout
     assert len(s.standin.too_early) == 1
     assert "HTTP 429" in reply.text
     assert json.dumps(reply.errors) == "[]"
