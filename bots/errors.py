@@ -6,6 +6,7 @@ PipelineError
 ├── Unreadable             YAML or JSON past a bound (size, nesting, values, numbers), or not JSON
 ├── UsageError             a command's argument, or a file named by one, cannot be used
 │   └── ChatError          the terminal chat cannot go on (a refused key, an unreadable file)
+├── Unreachable            Poe's model catalog could not be fetched (the catalog at hand is used)
 ├── Refused                a request answered with an HTTP error (status and one-line detail)
 ├── CallFailed             one try of a dependency call failed (retried, or on to a fallback)
 └── RunError               a pipeline could not finish a reply
@@ -74,6 +75,11 @@ class UsageError(PipelineError):
 class ChatError(UsageError):
     """A problem the terminal chat reports in one line (bad --param, unreadable --file,
     refused key...)."""
+
+
+class Unreachable(PipelineError):
+    """Poe's model catalog could not be fetched, or what came is no catalog; the message
+    says which."""
 
 
 class Refused(PipelineError):

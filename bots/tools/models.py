@@ -14,19 +14,15 @@ from pathlib import Path
 
 import httpx
 
-from bots.errors import ConfigError, Unreadable, UsageError
+from bots.errors import ConfigError, Unreachable, Unreadable, UsageError
 from bots.spec import catalog
 from bots.spec.catalog import Catalog, CatalogFile, Model
-from bots.spec.reading import MiB, json_value
+from bots.spec.reading import BOUNDS, MiB, json_value
 
 URL_VARIABLE = "POE_MODELS_URL"
 """Where the list is fetched from, when set (a mirror, or the stand-in in tests)."""
-MAX_BYTES = 32 * MiB
+MAX_BYTES = BOUNDS.bytes  # what the kept file may hold, too
 TIMEOUT = 30.0
-
-
-class Unreachable(Exception):
-    """Poe's list could not be fetched; the message says why."""
 
 
 def url() -> str:
@@ -71,8 +67,12 @@ def keep(found: CatalogFile, path: Path) -> None:
                 "python -m bots models again"
             ) from None
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(found.model_dump_json(indent=1, exclude_none=True) + "\n")
-    partial.replace(path)
+    try:
+        partial.write_text(found.model_dump_json(indent=1, exclude_none=True) + "\n")
+        partial.replace(path)
+    except OSError as e:
+        partial.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def refreshed(config_path: str, offline: bool) -> tuple[Catalog, str]:

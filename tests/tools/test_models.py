@@ -137,4 +137,7 @@ async def test_a_hostile_catalog_answer_is_refused_with_a_reason(tmp_path: Path)
             standin.catalog = data
             code, _, err = await bots("models", "--config", str(pipelines), url=standin.models_url)
             assert code == 0 and reason in err and "listing Poe's catalog (the snapshot" in err
+        wrong = standin.models_url + "z"
+        code, _, err = await bots("models", "--config", str(pipelines), url=wrong)
+        assert code == 0 and f"{wrong} answered HTTP 404; listing" in err
     assert not (tmp_path / catalog.FILE_NAME).exists()
