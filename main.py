@@ -55,13 +55,16 @@ def _load_config() -> loader.Config:
         in_container = not CONFIG_PATH.exists() and Path(REMOTE_CONFIG).exists()
         if in_container:
             return loader.load(REMOTE_CONFIG)
-        config = loader.load(CONFIG_PATH)
-        doubts = catalog.problems(config, catalog.load(CONFIG_PATH))
+        doubts = catalog.problems(str(CONFIG_PATH), catalog.load(CONFIG_PATH))
+        try:
+            config = loader.load(CONFIG_PATH)
+        except ConfigError as e:
+            raise ConfigError(e.problems + doubts) from None
         if doubts:
             raise ConfigError(doubts)
         return config
     except ConfigError as e:
-        name = CONFIG_PATH.name
+        name = os.environ.get("PIPELINES") or "pipelines.yaml"
         sys.stderr.write(f"{e}\n{name} is invalid: fix it before deploying or serving.\n")
         raise SystemExit(1) from None
 

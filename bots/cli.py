@@ -46,23 +46,33 @@ def budget_table(config: loader.Config) -> str:
 def cmd_validate(args: argparse.Namespace) -> int:
     from bots.spec import catalog
 
-    config = _load_or_exit(args.config)
-    models = catalog.load(args.config)
-    doubts = catalog.problems(config, models)
-    if doubts and args.strict:
-        _report(ConfigError(doubts), args.config)
-        return 1
-    print(budget_table(config))
-    print("\n".join(catalog.price_lines(config, models)))
-    for doubt in ConfigError(doubts).problems:
-        where = f"{doubt.file}:{doubt.line}:{doubt.column}"
-        print(f"{where}: warning: {doubt.path}: {doubt.message}", file=sys.stderr)
-    if doubts:
+    try:
+        models: catalog.Catalog | None = catalog.load(args.config)
+        doubts = catalog.problems(args.config, models) if models else []
+    except ConfigError as unusable:  # the catalog file beside it: said, and left aside
+        models, doubts = None, unusable.problems
+    errors = doubts if args.strict else []
+    try:
+        config = loader.load(args.config)
+    except ConfigError as e:
+        errors = e.problems + errors
+    if errors:
+        _report(ConfigError(errors), args.config)
+    if doubts and not args.strict:
+        for doubt in ConfigError(doubts).problems:
+            where = f"{doubt.file}:{doubt.line}:{doubt.column}"
+            path = f"{doubt.path}: " if doubt.path else ""
+            print(f"{where}: warning: {path}{doubt.message}", file=sys.stderr)
         count = f"{len(doubts)} warning{'s' if len(doubts) != 1 else ''}"
         print(
             f"{args.config}: {count} (--strict, and modal deploy, make them errors)",
             file=sys.stderr,
         )
+    if errors:
+        return 1
+    print(budget_table(config))
+    if models:
+        print("\n".join(catalog.price_lines(config, models)))
     return 0
 
 

@@ -128,3 +128,28 @@ def test_graph_draws_the_path_around_a_step_that_when_may_skip(tmp_path: Path) -
     assert '    n3["B<br/>when {{ a }}"]' in lines
     assert '    n2 -.->|"skipped"| n4' in lines and "    n3 --> n4" in lines
     assert "    n4 --> n5" in lines  # and on to C either way
+
+
+def test_a_misspelt_model_comes_out_with_the_files_other_mistakes(tmp_path: Path) -> None:
+    """Four independent mistakes, in four bots: one run reports them all, the misspelt model
+    as a warning (an error with --strict, as at deploy)."""
+    path = tmp_path / "four.yaml"
+    path.write_text(
+        "version: 1\nbots:\n"
+        "  one:\n    steps: [{bot: GPT-5, temprature: 1}]\n"
+        "  two:\n    steps: [{bot: GPT-5, repeat: 10, retries: 1}]\n"
+        "  three:\n    steps: [{bot: GPT-5, prompt: '{{ params.mood }}'}]\n"
+        "  four:\n    steps: [{bot: Gemini-2.5-Prro}]\n"
+    )
+    result = bots("validate", "--config", str(path))
+    assert result.returncode == 1 and result.stdout == ""
+    err = result.stderr
+    assert "four.yaml:4:26: bots.one.steps[0].temprature: unknown key" in err
+    assert "bots.two.steps: worst case is 20 calls per message, over call_budget 10" in err
+    assert "bots.three.steps[0].prompt: " in err and "params.mood" in err
+    assert "3 problems found" in err
+    assert "four.yaml:10:14: warning: bots.four.steps[0].bot: 'Gemini-2.5-Prro' is not in" in err
+    assert "did you mean 'Gemini-2.5-Pro'?" in err and "1 warning (--strict" in err
+    strict = bots("validate", "--strict", "--config", str(path))
+    assert strict.returncode == 1 and "4 problems found" in strict.stderr
+    assert "warning" not in strict.stderr

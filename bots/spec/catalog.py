@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bots.errors import ConfigError, Problem, Unreadable
 from bots.spec.document import Document, Loc, dotted
-from bots.spec.format import CallStep, StepBase
 from bots.spec.loader import Config
 from bots.spec.reading import json_value, read_source
 
@@ -46,7 +45,8 @@ class Architecture(_Open):
     output_modalities: list[str] | None = None
 
 
-Price = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+Price = Annotated[Decimal, Field(ge=0, le=1_000_000, allow_inf_nan=False)]
+"""USD; a million at most (Poe's dearest call costs a few dollars)."""
 
 
 class Pricing(_Open):
@@ -146,15 +146,20 @@ def load(config_path: str | Path) -> Catalog:
 def read(path: Path) -> Catalog:
     """A catalog file; ConfigError saying how to replace it when it cannot be used."""
     name = str(path)
+    fix = "move it away (or delete it), then run python -m bots models to fetch Poe's list"
     try:
         return Catalog(name, parsed(json_value(read_source(name))))
     except Unreadable as e:
-        fix = f"run python -m bots models to fetch Poe's list again, or delete {name}"
         raise ConfigError([Problem(name, 1, 1, "", f"it is not a catalog: {e}; {fix}")]) from None
+    except ConfigError as e:  # too big, or unreadable
+        said = [Problem(name, 1, 1, "", f"{p.message}; {fix}") for p in e.problems]
+        raise ConfigError(said) from None
 
 
 def parsed(data: Any) -> CatalogFile:
     """A catalog file's content; Unreadable naming the first thing wrong in it."""
+    if not isinstance(data, dict):
+        raise Unreadable("expected a JSON object holding 'data': [the models]")
     try:
         return CatalogFile.model_validate(data)
     except ValidationError as e:
@@ -162,47 +167,63 @@ def parsed(data: Any) -> CatalogFile:
         raise Unreadable(f"{dotted(tuple(first['loc']))}: {first['msg']}") from None
 
 
+def usable(models: list[Any]) -> tuple[list[Model], list[str]]:
+    """The entries of Poe's list this project can read, and what is wrong with the others
+    (one bad entry does not cost the creator the rest of the list)."""
+    kept, skipped = [], []
+    for i, entry in enumerate(models):
+        try:
+            kept.append(Model.model_validate(entry))
+        except ValidationError as e:
+            first = e.errors()[0]
+            name = entry.get("id") if isinstance(entry, dict) else None
+            where = dotted(tuple(first["loc"])) or "the entry"
+            skipped.append(f"{name or f'data[{i}]'}: {where}: {first['msg']}")
+    return kept, skipped
+
+
 # --- the checks ------------------------------------------------------------------------------
 
 
-def problems(config: Config, catalog: Catalog) -> list[Problem]:
-    """What the catalog says is wrong with the file's call steps, each at its place: an
-    unknown bot (with did you mean), files sent to a bot that takes only text, files expected
-    from a bot that makes only text."""
-    document = Document(read_source(config.path))
+def problems(path: str, catalog: Catalog) -> list[Problem]:
+    """What the catalog says is wrong with a pipelines file's call steps, each at its place:
+    an unknown bot (with did you mean), files sent to a bot that takes only text, files
+    expected from a bot that makes only text. It reads the file as written, not as validated,
+    so that these come out with the file's other mistakes, all at once."""
+    try:
+        document = Document(read_source(path))
+    except ConfigError:
+        return []  # an unreadable file: the loader says so
+    data = document.data if isinstance(document.data, dict) else {}
+    known = data.get("known_bots")
+    known = {name for name in known if isinstance(name, str)} if isinstance(known, list) else set()
+    bots = data.get("bots")
     models = catalog.models
     found: list[Problem] = []
 
     def add(loc: Loc, message: str) -> None:
-        found.append(Problem(config.path, *document.position(loc), dotted(loc), message))
+        found.append(Problem(path, *document.position(loc), dotted(loc), message))
 
-    for bot_id, plan in config.bots.items():
-        steps = {
-            loc: step
-            for i, top in enumerate(plan.spec.steps)
-            for loc, step in _located(("bots", bot_id, "steps", i), top)
-        }
-        by_id = {step.id: step for step in steps.values() if step.id}
-        for loc, step in steps.items():
-            if not isinstance(step, CallStep):
-                continue
-            for where, name in _names(loc, step):
-                if name not in models and name not in config.known_bots:
+    for bot_id, bot in bots.items() if isinstance(bots, dict) else []:
+        steps = bot.get("steps") if isinstance(bot, dict) else None
+        calls = list(_calls(("bots", bot_id, "steps"), steps))
+        by_id = {step["id"]: names for _, step, names in calls if isinstance(step.get("id"), str)}
+        for loc, step, names in calls:
+            for where, name in names:
+                if name not in models and name not in known:
                     add(where, _unknown(name, catalog))
-            if "attachments" in step.model_fields_set and step.sources:
-                for name in step.bots:
-                    if name in models and models[name].takes_files() is False:
-                        add(
-                            (*loc, "attachments"),
-                            f"files are sent to {name!r}, which takes only text "
-                            f"({catalog.described()}); set attachments: false, or call a bot "
-                            "that takes images or files",
-                        )
-            for source in step.sources:
-                made_by = by_id.get(source)
-                if not isinstance(made_by, CallStep):
-                    continue
-                for name in made_by.bots:
+            sources = _sources(step.get("attachments", False))
+            for i, (_, name) in enumerate(names):
+                if sources and name in models and models[name].takes_files() is False:
+                    role, other = ("its bot", "a bot") if i == 0 else ("its fallback", "a fallback")
+                    add(
+                        (*loc, "attachments"),
+                        f"files are sent to {role} {name!r}, which takes only text "
+                        f"({catalog.described()}); choose {other} that takes images or files, "
+                        "or set attachments: false",
+                    )
+            for source in sources:
+                for _, name in by_id.get(source, []):
                     if name in models and models[name].makes_files() is False:
                         add(
                             (*loc, "attachments"),
@@ -212,17 +233,37 @@ def problems(config: Config, catalog: Catalog) -> list[Problem]:
     return found
 
 
-def _located(loc: Loc, step: StepBase) -> Iterator[tuple[Loc, StepBase]]:
-    """A step and every step nested in it, each with its place in the file."""
-    yield loc, step
-    for inner, nested in step.nested():
-        yield from _located((*loc, *inner), nested)
+Named = list[tuple[Loc, str]]
 
 
-def _names(loc: Loc, step: CallStep) -> Iterator[tuple[Loc, str]]:
-    yield (*loc, "bot"), step.bot
-    for i, name in enumerate(step.fallback):
-        yield (*loc, "fallback", i), name
+def _calls(loc: Loc, value: Any) -> Iterator[tuple[Loc, dict[str, Any], Named]]:
+    """Every call step (a mapping with a `bot`) in a bot's steps as written, however nested,
+    with its place and the bots it names (its bot, then its fallbacks), each at its place."""
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _calls((*loc, i), item)
+    elif isinstance(value, dict):
+        if isinstance(value.get("bot"), str):
+            names: Named = [((*loc, "bot"), value["bot"])]
+            fallback = value.get("fallback")
+            if isinstance(fallback, list):
+                names += [
+                    ((*loc, "fallback", i), n) for i, n in enumerate(fallback) if isinstance(n, str)
+                ]
+            yield loc, value, names
+        for key, inner in value.items():
+            if isinstance(inner, list | dict) and key not in ("parameters", "controls"):
+                yield from _calls((*loc, key), inner)
+
+
+def _sources(attachments: Any) -> list[str]:
+    """Where a step's files come from, when it writes `attachments:` out (the default, the
+    user's files if any, is not warned of)."""
+    if attachments is True:
+        return ["user"]
+    if isinstance(attachments, list):
+        return [source for source in attachments if isinstance(source, str)]
+    return []
 
 
 def _unknown(name: str, catalog: Catalog) -> str:

@@ -137,6 +137,8 @@ def explain(error: dict[str, Any], loc: Loc, parent: Any, model_for: ModelFor) -
         allowed = sorted(model.model_fields) if model else []
         close = difflib.get_close_matches(str(key), allowed, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
+        if model is fmt.CallStep and not close:  # temperature, max_tokens...: the bot's own
+            hint = f"the bot's own settings go under parameters: {{{key}: ...}}; "
         return f"unknown key {key!r}; {hint}allowed here: {', '.join(allowed)}"
     if kind == "missing":
         return f"{key!r} is required here"
@@ -158,8 +160,12 @@ def explain(error: dict[str, Any], loc: Loc, parent: Any, model_for: ModelFor) -
         present = [k for k in CONTROL_MODELS if isinstance(value, dict) and k in value]
         found = " and ".join(present) if present else "none of them"
         return f"{message}; found {found}"
+    if kind == "list_type" and isinstance(value, str | int | float):
+        return f"got {value!r}: a list is needed here; write [{value}]"
     if kind == "string_pattern_mismatch" and (
-        key in ("bot", "fallback") or len(loc) > 1 and loc[-2] == "fallback"
+        key in ("bot", "fallback", "known_bots")
+        or len(loc) > 1
+        and loc[-2] in ("fallback", "known_bots")
     ):
         fixed = re.sub(r"[^A-Za-z0-9._-]+", "-", str(value)).strip("-._")
         hint = f"; did you mean {fixed!r}?" if fixed and fixed != value else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -29,8 +30,9 @@ def url() -> str:
     return os.environ.get(URL_VARIABLE) or catalog.POE_MODELS_URL
 
 
-def fetch(source: str, today: datetime.date | None = None) -> CatalogFile:
-    """Poe's list, as a catalog file of today; Unreachable saying why when it cannot be had."""
+def fetch(source: str, today: datetime.date | None = None) -> tuple[CatalogFile, list[str]]:
+    """Poe's list, as a catalog file of today, and the entries left out (each with why);
+    Unreachable saying why when it cannot be had."""
     try:
         with httpx.Client(timeout=TIMEOUT, follow_redirects=True) as client:
             with client.stream("GET", source, headers={"Accept": "application/json"}) as r:
@@ -42,23 +44,25 @@ def fetch(source: str, today: datetime.date | None = None) -> CatalogFile:
                     if len(body) > MAX_BYTES:
                         raise Unreachable(f"{source} sent more than {MAX_BYTES // MiB} MiB")
     except httpx.HTTPError as e:
-        raise Unreachable(f"cannot reach {source}: {e.__class__.__name__}") from None
+        why = f"{e.__class__.__name__}: {e}" if str(e) else e.__class__.__name__
+        raise Unreachable(f"cannot reach {source} ({why[:200]})") from None
     try:
         data = json_value(bytes(body))
     except Unreadable as e:
         raise Unreachable(f"{source} did not send JSON: {e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise Unreachable(f"{source} did not send a list of models ({{'data': [...]}})")
+    models, skipped = catalog.usable(data["data"])
+    if not models:
+        raise Unreachable(f"{source} sent no model this project can read")
     day = (today or datetime.date.today()).isoformat()
-    try:
-        return catalog.parsed({**data, "source": source, "fetched": day, "snapshot": False})
-    except Unreadable as e:
-        raise Unreachable(f"{source} sent models this project cannot read: {e}") from None
+    return CatalogFile(source=source, fetched=day, data=models), skipped
 
 
 def keep(found: CatalogFile, path: Path) -> None:
-    """Writes the catalog to `path`, whole or not at all, never over a file that is no catalog."""
-    if path.exists():
+    """Writes the catalog to `path`, whole or not at all, never over a file that is no catalog
+    (nor through a link or a leftover file beside it: the new text goes to a fresh file)."""
+    if path.exists() or path.is_symlink():
         try:
             catalog.read(path)
         except ConfigError:
@@ -66,12 +70,17 @@ def keep(found: CatalogFile, path: Path) -> None:
                 f"{path} exists and is not a catalog this tool wrote: move it away, then run "
                 "python -m bots models again"
             ) from None
-    partial = path.with_name(f".{path.name}.partial")
+    text = found.model_dump_json(indent=1, exclude_none=True) + "\n"
     try:
-        partial.write_text(found.model_dump_json(indent=1, exclude_none=True) + "\n")
-        partial.replace(path)
+        handle, fresh = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as e:
-        partial.unlink(missing_ok=True)
+        raise UsageError(f"cannot write beside {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(fresh, path)
+    except OSError as e:
+        Path(fresh).unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
 
 
@@ -81,26 +90,49 @@ def refreshed(config_path: str, offline: bool) -> tuple[Catalog, str]:
     if not offline:
         source = url()
         try:
-            found = fetch(source)
+            found, skipped = fetch(source)
         except Unreachable as e:
             at_hand = catalog.load(config_path)
             return at_hand, f"{e}; listing {at_hand.described()}"
         keep(found, path)
-        kept = Catalog(str(path), found)
-        return kept, f"fetched {len(found.data)} models from {source}; kept in {path}"
+        said = f"fetched {len(found.data)} models from {source}; kept in {path}"
+        if skipped:
+            said += f"\nleft out {len(skipped)} this project cannot read: " + "; ".join(skipped[:5])
+        return Catalog(str(path), found), said
     at_hand = catalog.load(config_path)
     return at_hand, f"listing {at_hand.described()}"
 
 
 def listing(models: list[Model]) -> list[str]:
-    """One line per model: its name, owner, what it takes and makes, and its price per call."""
-    width = max((len(m.id) for m in models), default=0)
-    lines = []
-    for m in models:
-        arch = m.architecture
-        takes = ",".join(arch.input_modalities or ["?"]) if arch else "?"
-        makes = ",".join(arch.output_modalities or ["?"]) if arch else "?"
-        price = m.pricing.per_call() if m.pricing else None
-        cost = f"${price:.4f}/call" if price is not None else "no price given"
-        lines.append(f"{m.id:<{width}}  {m.owned_by or '-':<12}  {takes} -> {makes:<12}  {cost}")
-    return lines
+    """A header, then one line per model: its name, owner, what it takes and makes (? where
+    the catalog does not say), and its price per call under the stated assumption."""
+    tokens_in, tokens_out = catalog.ASSUMED_TOKENS
+
+    def modalities(found: list[str] | None) -> str:
+        return ",".join(found) if found else "?"
+
+    rows = [
+        (
+            m.id,
+            m.owned_by or "-",
+            modalities(m.architecture.input_modalities if m.architecture else None),
+            modalities(m.architecture.output_modalities if m.architecture else None),
+            f"${price:.4f}"
+            if m.pricing and (price := m.pricing.per_call()) is not None
+            else "not given",
+        )
+        for m in models
+    ]
+    header = (
+        "model",
+        "owner",
+        "takes",
+        "makes",
+        f"USD a call ({tokens_in:,} in, {tokens_out:,} out)",
+    )
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    return [
+        "  ".join(f"{cell:<{width}}" for cell, width in zip(row[:4], widths, strict=True))
+        + f"  {row[4]}"
+        for row in [header, *rows]
+    ]

@@ -33,7 +33,7 @@ def test_the_shipped_bots_are_all_in_the_shipped_snapshot() -> None:
     config = loader.load("pipelines.yaml")
     found = catalog.load("pipelines.yaml")
     assert found.file.snapshot and found.path == str(catalog.SNAPSHOT)
-    assert catalog.problems(config, found) == []
+    assert catalog.problems(config.path, found) == []
     assert "the snapshot shipped, of 2026-12-06" in found.described()
 
 
@@ -46,7 +46,7 @@ def test_unknown_bots_are_located_with_did_you_mean_and_known_bots_are_taken(
         "      - {bot: Claude-Sonet-4.5, fallback: [My-Private-Bot, Misty]}\n",
         [model("Claude-Sonnet-4.5"), model("GPT-5")],
     )
-    found = catalog.problems(config, catalog.load(config.path))
+    found = catalog.problems(config.path, catalog.load(config.path))
     assert [(p.line, p.column, p.path) for p in found] == [
         (6, 10, "bots.x.steps[0].bot"),
         (6, 60, "bots.x.steps[0].fallback[1]"),
@@ -63,16 +63,22 @@ def test_files_to_a_text_only_bot_and_files_from_one_are_warned_of(tmp_path: Pat
         "      - {id: draft, bot: Writer}\n"
         "      - {id: look, bot: Reader, attachments: [user]}\n"
         "      - {bot: Painter, attachments: [draft]}\n"
-        "      - {bot: Painter}\n",  # the default (the user's files, if any) is not warned of
+        "      - {bot: Painter}\n"  # the default (the user's files, if any) is not warned of
+        "      - {bot: Painter, fallback: [Reader], attachments: true}\n",
         [
             model("Writer", ["text"], ["text"]),
             model("Reader", ["text"], ["text"]),
             model("Painter", ["text", "image"], ["image"]),
         ],
     )
-    found = catalog.problems(config, catalog.load(config.path))
-    assert [p.path for p in found] == ["bots.x.steps[1].attachments", "bots.x.steps[2].attachments"]
-    assert "files are sent to 'Reader', which takes only text" in found[0].message
+    found = catalog.problems(config.path, catalog.load(config.path))
+    assert [p.path for p in found] == [
+        "bots.x.steps[1].attachments",
+        "bots.x.steps[2].attachments",
+        "bots.x.steps[4].attachments",
+    ]
+    assert "files are sent to its bot 'Reader', which takes only text" in found[0].message
+    assert "its fallback 'Reader'" in found[2].message and "choose a fallback" in found[2].message
     assert "takes the files of step 'draft', but its bot 'Writer' makes only text" in (
         found[1].message
     )
@@ -110,7 +116,23 @@ def test_a_catalog_file_that_is_no_catalog_says_how_to_replace_it(
         catalog.load(tmp_path / "pipelines.yaml")
     message = str(raised.value)
     assert "poe-models.json:1:1: it is not a catalog" in message
-    assert "run python -m bots models to fetch Poe's list again" in message
+    assert "move it away (or delete it), then run python -m bots models" in message
+
+
+def test_the_checks_read_the_file_as_written_so_they_come_with_its_other_mistakes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "pipelines.yaml"
+    path.write_text(
+        "version: 1\nbots:\n  a:\n    steps: [{bot: GPT-5, temprature: 1}]\n"
+        "  b:\n    steps:\n      - parallel:\n          - loop: {max: 2, steps: [{bot: Clade}]}\n"
+    )
+    with pytest.raises(ConfigError):
+        loader.load(path)
+    found = catalog.problems(str(path), catalog.read(catalog.SNAPSHOT))
+    assert [(p.line, p.path) for p in found] == [
+        (8, "bots.b.steps[0].parallel[0].loop.steps[0].bot")
+    ]
 
 
 def test_a_price_that_is_no_price_is_refused(tmp_path: Path) -> None:
@@ -120,3 +142,10 @@ def test_a_price_that_is_no_price_is_refused(tmp_path: Path) -> None:
     data = {"source": "x", "fetched": "d", "data": [model("A", prompt="NaN")]}
     with pytest.raises(Exception, match="finite"):
         catalog.parsed(data)
+    data = {"source": "x", "fetched": "d", "data": [model("A", prompt="1e999999")]}
+    with pytest.raises(Exception, match="less than or equal to 1000000"):
+        catalog.parsed(data)
+    kept, skipped = catalog.usable([model("A", request="1e-999999"), model("B", prompt="-1"), 7])
+    assert [m.id for m in kept] == ["A"] and kept[0].pricing is not None
+    assert f"{kept[0].pricing.per_call():.4f}" == "0.0000"
+    assert skipped[0].startswith("B: pricing.prompt:") and skipped[1].startswith("data[2]:")

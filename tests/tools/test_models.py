@@ -76,14 +76,10 @@ async def test_models_fetches_keeps_and_searches_the_catalog_then_validate_uses_
     kept = tmp_path / catalog.FILE_NAME
     assert f"fetched 2 models from {standin.models_url}; kept in {kept}" in err
     # 2,000 tokens in at $0.0000026 and 1,000 out at $0.000013: $0.0182 a call
-    assert out.split() == [
-        "Claude-Sonnet-4.5",
-        "Anthropic",
-        "text,image",
-        "->",
-        "text",
-        "$0.0182/call",
-    ]
+    header, row = out.splitlines()
+    assert header.split()[:5] == ["model", "owner", "takes", "makes", "USD"]
+    assert row.split() == ["Claude-Sonnet-4.5", "Anthropic", "text,image", "text", "$0.0182"]
+    assert header.index("makes") == row.index("text ")  # the columns line up
     saved = json.loads(kept.read_text())
     assert saved["fetched"] == datetime.date.today().isoformat() and not saved["snapshot"]
     assert saved["source"] == standin.models_url
@@ -105,8 +101,9 @@ async def test_unreachable_poe_lists_the_catalog_at_hand_and_says_why(tmp_path: 
         down = standin.models_url
     code, out, err = await bots("models", "veo", "--config", str(pipelines), url=down)
     assert code == 0, err
-    assert f"cannot reach {down}: ConnectError; listing Poe's catalog (the snapshot shipped" in err
-    assert [line.split()[0] for line in out.splitlines()] == ["Veo-3", "Veo-3.1"]
+    assert f"cannot reach {down} (ConnectError: " in err
+    assert "listing Poe's catalog (the snapshot shipped" in err
+    assert [line.split()[0] for line in out.splitlines()] == ["model", "Veo-3", "Veo-3.1"]
     assert "no prices and no input modalities" in err  # the snapshot says what it is
     assert not (tmp_path / catalog.FILE_NAME).exists()
     code, out, _ = await bots(
@@ -124,20 +121,47 @@ async def test_a_file_of_that_name_that_is_no_catalog_is_never_overwritten(tmp_p
         code, _, err = await bots("models", "--config", str(pipelines), url=standin.models_url)
     assert code == 2 and "is not a catalog this tool wrote: move it away" in err
     assert mine.read_text() == '{"my": "notes"}'
+    # validate says so as a warning, and goes on without it (--strict stops)
+    code, out, err = await bots("validate", "--config", str(pipelines), url="")
+    assert code == 0 and out.startswith("x  A x1  total 1/10")
+    assert "poe-models.json:1:1: warning: it is not a catalog: source: Field required" in err
+    assert "move it away (or delete it), then run python -m bots models" in err
+    code, out, err = await bots("validate", "--strict", "--config", str(pipelines), url="")
+    assert code == 1 and out == "" and "1 problem found" in err
+    # a link (or a leftover) where the new text is written first is never written through
+    mine.unlink()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    for name in (".poe-models.json.partial", ".poe-models.json.tmp"):
+        (tmp_path / name).symlink_to(victim)
+    async with StandIn({"A": Behavior()}) as standin:
+        code, _, err = await bots("models", "--config", str(pipelines), url=standin.models_url)
+    assert code == 0, err
+    assert victim.read_text() == "mine" and not mine.is_symlink()
+    assert json.loads(mine.read_text())["data"][0]["id"] == "A"
 
 
 async def test_a_hostile_catalog_answer_is_refused_with_a_reason(tmp_path: Path) -> None:
     pipelines = tmp_path / "pipelines.yaml"
     pipelines.write_text("version: 1\nbots:\n  x: {steps: [{bot: A}]}\n")
+    kept = tmp_path / catalog.FILE_NAME
     async with StandIn({}) as standin:
-        for data, reason in [
-            ([{"id": "A", "pricing": {"prompt": "NaN"}}], "sent models this project cannot read"),
-            ([{"id": ""}], "sent models this project cannot read"),
-        ]:
-            standin.catalog = data
-            code, _, err = await bots("models", "--config", str(pipelines), url=standin.models_url)
-            assert code == 0 and reason in err and "listing Poe's catalog (the snapshot" in err
+        # one entry it cannot read does not cost the rest of the list; it is named
+        standin.catalog = [
+            {"id": "A", "pricing": {"prompt": "1e999999"}},
+            {"id": "B", "pricing": {"prompt": "0.000001"}},
+            [],
+        ]
+        code, _, err = await bots("models", "--config", str(pipelines), url=standin.models_url)
+        assert code == 0 and "fetched 1 models" in err and "left out 2" in err
+        assert "A: pricing.prompt: Input should be less than or equal to 1000000" in err
+        assert [m["id"] for m in json.loads(kept.read_text())["data"]] == ["B"]
+        kept.unlink()
+        standin.catalog = [{"id": ""}]
+        code, _, err = await bots("models", "--config", str(pipelines), url=standin.models_url)
+        assert code == 0 and "sent no model this project can read" in err
+        assert "listing Poe's catalog (the snapshot" in err
         wrong = standin.models_url + "z"
         code, _, err = await bots("models", "--config", str(pipelines), url=wrong)
         assert code == 0 and f"{wrong} answered HTTP 404; listing" in err
-    assert not (tmp_path / catalog.FILE_NAME).exists()
+    assert not kept.exists()
