@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,7 +47,7 @@ class Architecture(_Open):
 
 
 Price = Annotated[Decimal, Field(ge=0, le=1_000_000, allow_inf_nan=False)]
-"""USD; a million at most (Poe's dearest call costs a few dollars)."""
+"""USD; at most a million, a bound far above any price per token or request."""
 
 
 class Pricing(_Open):
@@ -106,7 +107,7 @@ class Catalog:
     path: str
     file: CatalogFile
 
-    @property
+    @cached_property
     def models(self) -> dict[str, Model]:
         return {model.id: model for model in self.file.data}
 
