@@ -23,11 +23,12 @@ import httpx
 
 from bots.evals.dataset import Item
 from bots.evals.judge import Judge, item_outcome, score, scored_outcome, verdict
-from bots.evals.ledger import Ledger, results_and_report, write_beside
+from bots.evals.ledger import Ledger, results_and_report
 from bots.evals.throttle import Throttle, ThrottledCaller
 from bots.run.client import POE_BASE_URL, Caller, PoeCaller, new_http_client
 from bots.spec import loader
 from bots.spec.loader import BotPlan
+from bots.spec.writing import write_beside
 from bots.tools import transcript
 from bots.tools.script import Script
 from bots.tools.simulator import SimulatedCaller

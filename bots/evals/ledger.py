@@ -14,13 +14,12 @@ Every answer and verdict is saved the moment it is known, so the file holds paid
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from bots.errors import Unreadable, UsageError
 from bots.spec.reading import RESULTS, json_value
+from bots.spec.writing import write_beside
 
 REPORT_MARK = '<meta name="generator" content="poe-pipelines eval report">'
 """What every eval report carries in its head, so a later eval knows it may replace it."""
@@ -101,17 +100,3 @@ class Ledger:
         }
         text = json.dumps(data, indent=1, ensure_ascii=False)
         write_beside(self.path, text)
-
-
-def write_beside(path: Path, text: str) -> None:
-    """Writes `text` to `path` through a new temporary file in the same folder, renamed over
-    it: no other file is touched, and a crash leaves the old file whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

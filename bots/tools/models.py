@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ from bots.errors import ConfigError, Unreachable, Unreadable, UsageError
 from bots.spec import catalog
 from bots.spec.catalog import Catalog, CatalogFile, Model
 from bots.spec.reading import BOUNDS, MiB, json_value
+from bots.spec.writing import write_beside
 
 URL_VARIABLE = "POE_MODELS_URL"
 """Where the list is fetched from, when set (a mirror, or the stand-in in tests)."""
@@ -70,17 +70,9 @@ def keep(found: CatalogFile, path: Path) -> None:
                 f"{path} exists and is not a catalog this tool wrote: move it away, then run "
                 "python -m bots models again"
             ) from None
-    text = found.model_dump_json(indent=1, exclude_none=True) + "\n"
     try:
-        handle, fresh = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        write_beside(path, found.model_dump_json(indent=1, exclude_none=True) + "\n")
     except OSError as e:
-        raise UsageError(f"cannot write beside {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(fresh, path)
-    except OSError as e:
-        Path(fresh).unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from bots.errors import UsageError
-from bots.evals.ledger import REPORT_MARK, Ledger, results_and_report, write_beside
+from bots.evals.ledger import REPORT_MARK, Ledger, results_and_report
+from bots.spec.writing import write_beside
 from standin.serving import ROOT
 
 PIPELINES = "version: 1\nbots:\n  solo: {steps: [{bot: Some-Model}]}\n"
