@@ -4,7 +4,6 @@ test | eval | traces send`."""
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import re
@@ -14,6 +13,7 @@ from collections.abc import Sequence
 from bots.errors import ConfigError, UsageError
 from bots.evals.throttle import POE_API_RATE
 from bots.spec import loader
+from bots.spec.explanations import did_you_mean
 from bots.spec.format import POE_NAME_PATTERN, PipelineFile
 from bots.tools.graph import mermaid
 
@@ -132,8 +132,7 @@ def _bot(config: loader.Config, name: str, path: str) -> loader.BotPlan:
     """The bot `name` of the file; a UsageError naming the closest bot, and all of them."""
     plan = config.bots.get(name)
     if plan is None:
-        close = difflib.get_close_matches(name, list(config.bots), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = did_you_mean(name, list(config.bots))
         raise UsageError(f"no bot {name!r} in {path}; {hint}the bots are: {', '.join(config.bots)}")
     return plan
 

@@ -129,15 +129,21 @@ def _get(data: Any, loc: Loc) -> Any:
     return data
 
 
+def did_you_mean(name: str, names: Sequence[str]) -> str:
+    """'did you mean X? ' for the closest of `names`, or nothing: the hint every lookup of a
+    name the creator wrote gives."""
+    close = difflib.get_close_matches(name, names, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
 def explain(error: dict[str, Any], loc: Loc, parent: Any, model_for: ModelFor) -> str:
     kind, message, value = error["type"], error["msg"], error.get("input")
     key = loc[-1] if loc else ""
     if kind == "extra_forbidden":
         model = model_for(loc[:-1], parent)
         allowed = sorted(model.model_fields) if model else []
-        close = difflib.get_close_matches(str(key), allowed, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        if model is fmt.CallStep and not close:  # temperature, max_tokens...: the bot's own
+        hint = did_you_mean(str(key), allowed)
+        if model is fmt.CallStep and not hint:  # temperature, max_tokens...: the bot's own
             hint = f"the bot's own settings go under parameters: {{{key}: ...}}; "
         return f"unknown key {key!r}; {hint}allowed here: {', '.join(allowed)}"
     if kind == "missing":

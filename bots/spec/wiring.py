@@ -9,7 +9,6 @@ whole-number slider. Each mistake is reported where it stands (`report`), all of
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from bots.errors import TemplateProblem
 from bots.spec import format as fmt
 from bots.spec.controls import KINDS, Labeled, SectionControl, control_kind
 from bots.spec.document import Document, Loc
+from bots.spec.explanations import did_you_mean
 from bots.spec.format import BotSpec, CallStep, ParallelStep, StepBase, branch_key, ids_in, walk
 from bots.spec.templates import (
     BUILTINS,
@@ -209,8 +209,7 @@ class Wiring:
                 self.report(loc, f"template reads files.{source_id}: {problem}")
         for variable in sorted(variables - visible):
             known = sorted(name for name in visible if name.isidentifier())
-            close = difflib.get_close_matches(variable, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(variable, known)
             self.report(
                 loc,
                 f"template uses {variable!r}, which is not defined before this step; "
@@ -265,8 +264,7 @@ class Wiring:
         """Why step `source` cannot give files here, or None when it can."""
         if source not in self._steps:
             known = sorted(self._producers & visible)
-            close = difflib.get_close_matches(source, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(source, known)
             listed = ", ".join(known) or "none"
             return f"no step has the id {source!r}; {hint}steps with files: {listed}"
         if source not in visible:

@@ -8,7 +8,6 @@ checks what happened: the reply, the calls, the routes taken, the steps that ran
 from __future__ import annotations
 
 import asyncio
-import difflib
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from bots.run.delivery import Pacing
 from bots.run.engine import NO_CASE
 from bots.spec import controls
 from bots.spec.document import Document, Loc, dotted
-from bots.spec.explanations import validated
+from bots.spec.explanations import did_you_mean, validated
 from bots.spec.filters import shorten
 from bots.spec.format import CallStep, RouteStep, StepBase, walk
 from bots.spec.loader import BotPlan, Config
@@ -215,7 +214,7 @@ def _mistakes(
         if plan is None:
             yield (
                 (*at, "bot"),
-                f"no bot {case.bot!r} in {config.path}; {_closest(case.bot, list(config.bots))}"
+                f"no bot {case.bot!r} in {config.path}; {did_you_mean(case.bot, list(config.bots))}"
                 f"its bots: {', '.join(config.bots)}",
             )
             continue
@@ -459,12 +458,6 @@ async def run_all(suite: Suite, config: Config, select: str | None, out: TextIO)
     passed = len(chosen) - failed
     out.write(f"{passed} passed, {failed} failed in {seconds:.2f} s\n")
     return 1 if failed else 0
-
-
-def _closest(name: str, names: list[str]) -> str:
-    """'did you mean X? ' for the closest of `names`, or nothing."""
-    close = difflib.get_close_matches(name, names, n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def _nearest(reply: str, wanted: str) -> str:

@@ -16,7 +16,6 @@ scripted keep echoing their prompt (`simulator`).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import mimetypes
@@ -33,7 +32,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from bots.errors import CallFailed, UsageError
 from bots.run.client import http_reason
 from bots.spec.document import Loc
-from bots.spec.explanations import validated
+from bots.spec.explanations import did_you_mean, validated
 from bots.spec.format import CallStep, walk
 from bots.spec.loader import BotPlan
 
@@ -157,8 +156,7 @@ def key_problem(key: str, plan: BotPlan) -> str | None:
     if any(key in (step.id, step.path) for step in steps):
         return f"step {key!r} of /{plan.id} calls no bot, so it has no answer"
     names = [*(s.id for s in calls if s.id), *sorted({b for s in calls for b in s.bots})]
-    close = difflib.get_close_matches(key, names, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    hint = did_you_mean(key, names)
     return (
         f"{key!r} is neither a step id, a step's place nor a bot of /{plan.id}; "
         f"{hint}it answers for: {', '.join(names) or 'none'}"

@@ -70,6 +70,24 @@ def test_image_installs_the_pinned_runtime_requirements_only() -> None:
     assert set(main.runtime_requirements(tracing=False)) == set(wanted) - tracing
 
 
+def import_main(
+    folder: Path, code: str = "import main", pipelines: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs `code` in a fresh Python in `folder`, as `modal deploy` imports main.py on the
+    creator's machine (with PIPELINES set when `pipelines` is given)."""
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    if pipelines is not None:
+        env["PIPELINES"] = pipelines
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=folder,
+        env=env,
+    )
+
+
 def test_a_broken_pipelines_file_stops_the_import_with_the_validators_message(
     tmp_path: Path,
 ) -> None:
@@ -78,14 +96,7 @@ def test_a_broken_pipelines_file_stops_the_import_with_the_validators_message(
     (tmp_path / "pipelines.yaml").write_text(
         "version: 1\nbots:\n  x:\n    steps: [{bot: A, retries: 9}]\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", "import main"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-    )
+    result = import_main(tmp_path)
     assert result.returncode == 1
     assert "pipelines.yaml:4:22: bots.x.steps[0].retries: got 9" in result.stderr
     assert "fix it before deploying or serving" in result.stderr
@@ -98,52 +109,24 @@ def test_pipelines_names_the_file_deployed_and_only_its_bots_are_served(tmp_path
     mine = tmp_path / "mine.yaml"
     mine.write_text("version: 1\nbots:\n  mine: {steps: [{bot: GPT-5}]}\n")
     code = "import main; print(sorted(main.CONFIG.bots), main.CONFIG_PATH.name)"
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PIPELINES": "mine.yaml"},
-    )
+    result = import_main(tmp_path, code, "mine.yaml")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['mine'] mine.yaml"
     mine.write_text("version: 1\nbots:\n  mine: {steps: [{bot: GPT 5}]}\n")
-    broken = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PIPELINES": "mine.yaml"},
-    )
+    broken = import_main(tmp_path, code, "mine.yaml")
     assert (
         broken.returncode == 1 and "mine.yaml is invalid: fix it before deploying" in broken.stderr
     )
     # deploying is strict about Poe's model catalog: a misspelt model stops it
     mine.write_text("version: 1\nbots:\n  mine: {steps: [{bot: GPT-5-mni}]}\n")
-    misspelt = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PIPELINES": "mine.yaml"},
-    )
+    misspelt = import_main(tmp_path, code, "mine.yaml")
     assert misspelt.returncode == 1 and "did you mean 'GPT-5-mini'?" in misspelt.stderr
     assert "mine.yaml:3:19: bots.mine.steps[0].bot: 'GPT-5-mni' is not in" in misspelt.stderr
     # ... and a private bot named under known_bots is taken
     mine.write_text(
         "version: 1\nknown_bots: [GPT-5-mni]\nbots:\n  mine: {steps: [{bot: GPT-5-mni}]}\n"
     )
-    known = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "PIPELINES": "mine.yaml"},
-    )
+    known = import_main(tmp_path, code, "mine.yaml")
     assert known.returncode == 0, known.stderr
 
 

@@ -107,6 +107,15 @@ async def run_eval(standin: StandIn, *args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+def two_candidates(config: str, items: str, out: str, concurrency: int) -> tuple[str, ...]:
+    """The eval's arguments: great and poor against Plain-Model, judged by Judge-Bot."""
+    return (
+        *("great", "poor", "--baseline", "Plain-Model", "--judge", "Judge-Bot"),
+        *("--config", config, "--dataset", items, "--out", out),
+        *("--concurrency", str(concurrency)),
+    )
+
+
 def saved(out: str) -> dict[str, Any]:
     """What the eval has saved so far in its results file."""
     path = Path(out)
@@ -126,23 +135,7 @@ async def test_win_rates_intervals_calls_and_points_are_exact(tmp_path: Path) ->
     async with StandIn(behaviors()) as standin:
         standin.add_api_key(KEY, points=10_000)
         standin.prices = PRICES
-        code, stdout, err = await run_eval(
-            standin,
-            "great",
-            "poor",
-            "--baseline",
-            "Plain-Model",
-            "--judge",
-            "Judge-Bot",
-            "--config",
-            config,
-            "--dataset",
-            items,
-            "--out",
-            out,
-            "--concurrency",
-            "3",
-        )
+        code, stdout, err = await run_eval(standin, *two_candidates(config, items, out, 3))
         assert code == 0, err
         answers = sum(1 for r in standin.requests if r["bot"] != "Judge-Bot")
         judge_calls = sum(1 for r in standin.requests if r["bot"] == "Judge-Bot")
@@ -246,22 +239,7 @@ def _dry_eval(config: str, items: str, out: str) -> tuple[int, str, str]:
 
 async def test_an_interrupted_eval_resumes_without_paying_again(tmp_path: Path) -> None:
     config, items, out = files(tmp_path)
-    args = (
-        "great",
-        "poor",
-        "--baseline",
-        "Plain-Model",
-        "--judge",
-        "Judge-Bot",
-        "--config",
-        config,
-        "--dataset",
-        items,
-        "--out",
-        out,
-        "--concurrency",
-        "1",
-    )
+    args = two_candidates(config, items, out, 1)
     async with StandIn(behaviors(judge_delay=0.2)) as standin:
         standin.add_api_key(KEY)
         process = await start_eval(standin, *args)
