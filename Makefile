@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint serve bench load browser check-traces
+.PHONY: demo test lint serve studio screenshots bench load browser check-traces vendor
 
 $(BIN)/activate: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ browser:
 serve: $(BIN)/activate
 	$(BIN)/python -m bots serve
 
+# The studio: chat with the bots as Poe shows them, and see inside each message (docs/studio.md).
+studio: $(BIN)/activate
+	$(BIN)/python -m bots studio
+
+# The studio's screenshots in docs/images, taken by its browser tests.
+screenshots: $(BIN)/activate browser
+	STUDIO_SCREENSHOTS=docs/images $(BIN)/python -m pytest tests/studio/test_page.py -q
+
 # The full load run: 500 concurrent three-way chats for 60 s (CI runs a short version).
 load: $(BIN)/activate
 	LOAD_CHATS=500 LOAD_SECONDS=60 $(BIN)/python -m pytest tests/e2e/test_load.py -s --timeout 900 -q
@@ -54,3 +62,7 @@ check-traces: $(BIN)/activate
 	test -x .venv-phoenix/bin/phoenix || { $(PYTHON) -m venv .venv-phoenix && .venv-phoenix/bin/pip install --quiet arize-phoenix==20.26.1; }
 	test -x .venv-mlflow/bin/mlflow || { $(PYTHON) -m venv .venv-mlflow && .venv-mlflow/bin/pip install --quiet mlflow==3.17.2; }
 	$(BIN)/python -m checks.traces --phoenix .venv-phoenix/bin/phoenix --mlflow .venv-mlflow/bin/mlflow
+
+# The studio's vendored scripts, fetched again from the npm registry (integrity checked).
+vendor:
+	bash bots/studio/assets/vendor/fetch.sh

@@ -4,6 +4,7 @@
     .venv/bin/python -m bench --quick --cold-start --tracing   # a smoke run of seconds
     .venv/bin/python -m bench --out bench-results/capacity.json  # recorded on purpose
     .venv/bin/python -m bench --servers '' --sampling           # samples that stop early (seconds)
+    .venv/bin/python -m bench --servers '' --studio             # the studio's latencies (a minute)
 
 Ours and the references (`bench.references`) in turn, each in a fresh process pinned to one
 CPU, under chats that arrive at random and fan out to three model-like dependencies
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import sampling
+from bench import sampling, studio
 from bench.capacity import FULL, QUICK, SERVERS, Capacity
 from bench.process import raise_fd_limit
 from bench.report import report, summary
@@ -44,9 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also compare samples that stop once they agree with a fixed count (seconds)",
     )
     parser.add_argument(
+        "--studio",
+        action="store_true",
+        help="also time the studio in Chromium: token to page, save to page (a minute)",
+    )
+    parser.add_argument(
         "--servers",
         default=",".join(SERVERS),
-        help="which servers, in order ('' for none: then only --sampling runs)",
+        help="which servers, in order ('' for none: then only --sampling, --studio run)",
     )
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"the JSON (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
@@ -67,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 found["summary"] = summary(found["servers"])
             if args.sampling:
                 found["sampling"] = await sampling.measure(40 if args.quick else 400, seed=7)
+            if args.studio:  # Playwright's sync API runs outside this event loop
+                sizes_ = (2, 10, 3) if args.quick else (5, 40, 20)
+                found["studio"] = await asyncio.to_thread(studio.measure, *sizes_)
             return found
 
     results = asyncio.run(bounded())
@@ -74,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = [report(results)] if servers else []
     if args.sampling:
         text.append(sampling.table(results["sampling"]))
+    if args.studio:
+        text.append(studio.table(results["studio"]))
     print("\n\n".join(text) + f"\n\nresults: {out}")
     return 1 if results["errors"] else 0
 

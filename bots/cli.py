@@ -1,5 +1,5 @@
 """The command line: `python -m bots validate | models | secrets | schema | graph | serve | chat |
-test | eval | traces send`."""
+studio | test | eval | traces send`."""
 
 from __future__ import annotations
 
@@ -170,6 +170,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = build_app(config, caller=caller)
     uvicorn.run(app, host=args.host, port=args.port, log_config=None)
     return 0
+
+
+def cmd_studio(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bots.studio.server import Studio, serve
+
+    config = Path(args.config)
+    if not config.is_file():
+        raise UsageError(f"no {args.config} here: write one, or name it with --config FILE")
+    if args.answers:
+        from bots.tools import script
+
+        script.read(args.answers)  # every mistake of the answers file, before serving
+
+    def studio_for(port: int) -> Studio:
+        return Studio(config, port, answers=args.answers, cases_path=args.cases, delay=args.delay)
+
+    return serve(studio_for, args.port, open_browser=not args.no_browser)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -412,6 +431,24 @@ def parser() -> argparse.ArgumentParser:
     )
     test.add_argument("-k", metavar="TEXT", help="only the cases whose bot or name contains TEXT")
     test.set_defaults(run=cmd_test)
+    studio = command("studio", "a local web page: chat with the bots as Poe shows them, see inside")
+    studio.add_argument(
+        "--port", type=int, default=8765, help="port on 127.0.0.1 (default %(default)s; 0: any)"
+    )
+    studio.add_argument("--answers", metavar="FILE", help="scripted answers for the scripted mode")
+    studio.add_argument(
+        "--cases",
+        metavar="PATH",
+        help="the pipeline tests file (default: pipelines.tests.yaml beside --config)",
+    )
+    studio.add_argument(
+        "--delay",
+        type=float,
+        default=0.4,
+        help="seconds before a simulated bot answers (default %(default)s)",
+    )
+    studio.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    studio.set_defaults(run=cmd_studio)
     ev = command("eval", "compare bots with a baseline on a dataset: quality (a judge) and cost")
     ev.add_argument("bots", nargs="+", help="bot ids of the pipelines file")
     ev.add_argument("--baseline", required=True, help="a plain Poe bot to compare with, e.g. GPT-5")

@@ -6,8 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
+import re
 import socket
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -33,9 +38,12 @@ class _TestServer(uvicorn.Server):
         self.listening.set()
 
 
+Lifespan = Literal["on", "off", "auto"]
+
+
 @contextlib.asynccontextmanager
 async def serve_app(
-    app: ASGIApp, *, lifespan: Literal["on", "off", "auto"] = "on", stop_timeout: float = 5
+    app: ASGIApp, *, lifespan: Lifespan = "on", stop_timeout: float = 5
 ) -> AsyncIterator[str]:
     """Serves an ASGI app with uvicorn on a free 127.0.0.1 port; yields "http://127.0.0.1:PORT"."""
     # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto
@@ -122,6 +130,54 @@ async def serving_process(
         process.terminate()
         async with asyncio.timeout(10):
             await process.wait()
+
+
+@contextlib.contextmanager
+def studio_process(
+    log: Path, *args: str, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, str]]:
+    """Runs `python -m bots studio ARGS --port 0 --no-browser` from the repository root as its
+    own process, its output in `log`; yields (its base URL, its token) as it printed them."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bots", "studio", *args, "--port", "0", "--no-browser"],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while (found := re.search(r"open (http://[^/]+)/\?token=(\S+)", log.read_text())) is None:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the studio did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        yield found.group(1), found.group(2)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextlib.contextmanager
+def served_in_thread(app: ASGIApp, *, lifespan: Lifespan = "on") -> Iterator[str]:
+    """Serves an ASGI app on a free 127.0.0.1 port from a thread of its own, with its own
+    event loop (for code that is not async: a browser test, the benchmark); yields its URL."""
+    ready: queue.Queue[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]] = queue.Queue()
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        async with serve_app(app, lifespan=lifespan) as url:
+            ready.put((url, asyncio.get_running_loop(), stop))
+            await stop.wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    url, loop, stop = ready.get(timeout=30)
+    try:
+        yield url
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
 
 
 def closed_port() -> str:

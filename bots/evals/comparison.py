@@ -19,13 +19,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from bots.evals.dataset import Item
 from bots.evals.judge import Judge, item_outcome, score, scored_outcome, verdict
 from bots.evals.ledger import Ledger, results_and_report
 from bots.evals.throttle import Throttle, ThrottledCaller
-from bots.run.client import POE_BASE_URL, Caller, PoeCaller, new_http_client
+from bots.run.client import POE_BASE_URL, Caller, PoeCaller, new_http_client, poe_balance
 from bots.spec import loader
 from bots.spec.loader import BotPlan
 from bots.spec.writing import write_beside
@@ -310,20 +308,6 @@ def _vars(item: Item, **answers: str) -> dict[str, Any]:
 
 def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
-
-
-async def poe_balance(http: httpx.AsyncClient, base_url: str, api_key: str) -> int | None:
-    """The API key's point balance from Poe's usage API (`GET /usage/current_balance`, at the
-    root of the bot API's host); None when Poe does not tell."""
-    root = base_url.rstrip("/").removesuffix("/bot")
-    try:
-        response = await http.get(
-            f"{root}/usage/current_balance", headers={"Authorization": f"Bearer {api_key}"}
-        )
-        value = response.json().get("current_point_balance") if response.is_success else None
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) else None
 
 
 def command(

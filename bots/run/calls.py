@@ -113,6 +113,7 @@ class Calls:
                 tried.append(bot)
                 attempt = TraceEntry(key, "try", bot, 0.0, 1, "ok")
                 attempt.facts["try"] = len(tried)
+                attempt.sent = request
                 attempt.content.update(prompt=prompt, **({"system": system} if system else {}))
                 self.ctx.trace.append(attempt)
                 try:

@@ -196,3 +196,17 @@ def _connection_reason(error: httpx.HTTPError) -> str:
     if isinstance(error, httpx.TimeoutException):
         return "the connection timed out"
     return f"connection failed ({type(error).__name__})"
+
+
+async def poe_balance(http: httpx.AsyncClient, base_url: str, api_key: str) -> int | None:
+    """The API key's point balance from Poe's usage API (`GET /usage/current_balance`, at the
+    root of the bot API's host); None when Poe does not tell."""
+    root = base_url.rstrip("/").removesuffix("/bot")
+    try:
+        response = await http.get(
+            f"{root}/usage/current_balance", headers={"Authorization": f"Bearer {api_key}"}
+        )
+        value = response.json().get("current_point_balance") if response.is_success else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None

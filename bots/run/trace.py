@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import fastapi_poe as fp
+
 _open: contextvars.ContextVar[tuple[TraceEntry, ...]] = contextvars.ContextVar("open", default=())
 
 
@@ -45,6 +47,7 @@ class TraceEntry:
     parent: TraceEntry | None = field(default_factory=_innermost)
     facts: dict[str, Any] = field(default_factory=dict)
     content: dict[str, str] = field(default_factory=dict)
+    sent: fp.QueryRequest | None = None  # a try's request as the dependency got it (no copy)
 
     @property
     def failed(self) -> bool:

@@ -12,7 +12,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -51,6 +51,7 @@ class Runtime:
     call_timeout: float = CALL_SECONDS
     caller: Caller | None = None
     spans: Spans | None = None  # when traces are exported (an OTLP endpoint is set)
+    on_run: Callable[[Run], None] | None = None  # sees each run as it starts (the studio)
 
 
 class PipelineBot(fp.PoeBot):
@@ -76,6 +77,8 @@ class PipelineBot(fp.PoeBot):
             self.plan, request, answer, self.runtime.caller, call_seconds=self.runtime.call_timeout
         )
         run = Run(ctx)
+        if self.runtime.on_run is not None:
+            self.runtime.on_run(run)
         started = time.monotonic()
         # A TaskGroup cannot span the yields of a generator (closing it would surface
         # GeneratorExit in an exception group), so this generator owns the run's task and
@@ -174,15 +177,16 @@ def build_app(
     pacing: Pacing | None = None,
     deployed_with: str | None = None,
     caller: Caller | None = None,
+    on_run: Callable[[Run], None] | None = None,
 ) -> FastAPI:
     """The ASGI app serving every bot of `config` at /<bot id>. `deployed_with` names the
     Modal secret of a deployed app: a bot whose key is missing from it refuses every request
     (served locally, without it, such a bot accepts any caller). `caller` answers for the
     dependency bots instead of Poe (a dry run: simulated or scripted bots); then nothing is
-    sent to Poe, settings included."""
+    sent to Poe, settings included. `on_run` sees each message's run as it starts."""
     logs.configure()
     env = os.environ if environ is None else environ
-    runtime = Runtime(base_url=base_url or env.get("POE_BASE_URL") or POE_BASE_URL)
+    runtime = Runtime(base_url=base_url or env.get("POE_BASE_URL") or POE_BASE_URL, on_run=on_run)
     if pacing is not None:
         runtime.pacing = pacing
     if trace.exported(os.environ):  # as OpenTelemetry's SDK reads them: from the process

@@ -130,6 +130,16 @@ def test_pipelines_names_the_file_deployed_and_only_its_bots_are_served(tmp_path
     assert known.returncode == 0, known.stderr
 
 
+def test_serving_on_modal_never_imports_the_studio_or_the_creators_tools(tmp_path: Path) -> None:
+    code = (
+        "import sys, main; main.fastapi_app.local(); "
+        "print(sorted(m for m in sys.modules if m.startswith(('bots.studio', 'bots.tools'))))"
+    )
+    result = import_main(ROOT, code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 async def test_the_web_functions_body_serves_every_bot_over_http(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
