@@ -54,7 +54,7 @@ load: $(BIN)/activate
 # The benchmark: prints its report; results go to bench-results/latest/ (not committed).
 # The figures in bench-results/ are recorded on purpose, with --out (see docs/performance.md).
 bench: $(BIN)/activate
-	$(BIN)/python -m bench --cold-start --tracing --sampling
+	$(BIN)/python -m bench --cold-start --tracing --sampling --studio
 
 # Our traces read in real Arize Phoenix and MLflow, each installed from PyPI into its own
 # virtual environment (large; not in CI). See docs/traces.md.

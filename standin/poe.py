@@ -45,8 +45,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.parser
+import email.policy
 import json
 import logging
+import mimetypes
 import random
 import re
 import time
@@ -64,6 +67,8 @@ from standin.serving import serve_app
 PROTOCOL_VERSION = "1.2"
 BOT_PREFIX = "/bot/"
 MODELS_PATH = "/v1/models"
+UPLOAD_PATH = "/poe_api/file_upload_3RD_PARTY_POST"  # where fastapi_poe's upload_file posts
+UPLOADED_PREFIX = "/uploaded/"  # where the stand-in serves the files uploaded to it
 MESSAGE_CALL_LIMIT = 100
 API_RATE = (500, 60.0)  # an API key's requests per minute
 REPLY_CHAR_LIMIT = 100_000
@@ -239,6 +244,7 @@ class StandIn:
         self.balances: dict[str, int] = {}  # API key -> its owner's points
         self.prices: dict[str, int] = {}  # bot -> points one call costs (default 1)
         self.catalog: list[dict[str, Any]] | None = None  # GET /v1/models' data, when set
+        self.uploads: dict[str, tuple[str, bytes]] = {}  # number -> (file name, its bytes)
         self.api_requests: defaultdict[str, deque[float]] = defaultdict(deque)  # key -> times
         self.rate_refused = 0  # requests refused for passing `api_rate`
         self.open_streams = self.max_open_streams = self.closed_early = 0
@@ -313,6 +319,12 @@ class StandIn:
             return
         if scope["type"] == "http" and path == MODELS_PATH:
             await self._models(scope, send)
+            return
+        if scope["type"] == "http" and path == UPLOAD_PATH and scope["method"] == "POST":
+            await self._upload(scope, receive, send)
+            return
+        if scope["type"] == "http" and path.startswith(UPLOADED_PREFIX):
+            await self._uploaded(path[len(UPLOADED_PREFIX) :], send)
             return
         if scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(BOT_PREFIX):
             await self.app(scope, receive, send)
@@ -416,6 +428,60 @@ class StandIn:
             await _send_json(send, 429, {"detail": "Too many requests"})
         else:
             await _send_json(send, 200, {"current_point_balance": self.balances[key]})
+
+    @property
+    def upload_url(self) -> str:
+        """The base URL of Poe's file upload API, as fastapi_poe's `upload_file` takes it."""
+        return self.base_url.removesuffix(BOT_PREFIX) + UPLOAD_PATH.rsplit("/", 1)[0] + "/"
+
+    async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Poe's file upload API: a multipart `file` from a user's API key (sent as the bare
+        Authorization header, as fastapi_poe sends it); answers where the file now is."""
+        headers = dict(scope["headers"])
+        key = headers.get(b"authorization", b"").decode("latin-1")
+        if key not in self.balances:
+            await _send_json(send, 401, {"detail": "Invalid API key"})
+            return
+        kind = headers.get(b"content-type", b"")
+        form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + kind + b"\r\n\r\n" + await _read_body(receive)
+        )
+        parts = (
+            [
+                p
+                for p in form.iter_parts()
+                if p.get_param("name", header="content-disposition") == "file"
+            ]
+            if form.is_multipart()
+            else []
+        )
+        if len(parts) != 1 or not parts[0].get_filename():
+            await _send_json(send, 400, {"detail": "Expected one multipart field 'file'"})
+            return
+        name = parts[0].get_filename() or "file"
+        content = parts[0].get_payload(decode=True)
+        assert isinstance(content, bytes)
+        number = f"{len(self.uploads)}"
+        self.uploads[number] = (name, content)
+        root = self.base_url.removesuffix(BOT_PREFIX)
+        kind_of = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        await _send_json(
+            send,
+            200,
+            {"attachment_url": f"{root}{UPLOADED_PREFIX}{number}/{name}", "mime_type": kind_of},
+        )
+
+    async def _uploaded(self, rest: str, send: Send) -> None:
+        number, _, name = rest.partition("/")
+        found = self.uploads.get(number)
+        if found is None or found[0] != name:
+            await _send_json(send, 404, {"detail": "No such file"})
+            return
+        kind = (mimetypes.guess_type(name)[0] or "application/octet-stream").encode()
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", kind)]}
+        )
+        await send({"type": "http.response.body", "body": found[1]})
 
     @property
     def models_url(self) -> str:

@@ -26,6 +26,8 @@ from bots.spec.reading import json_value
 log = logging.getLogger("bots.client")  # the name in the log, as creators grep it
 
 POE_BASE_URL = "https://api.poe.com/bot/"
+POE_UPLOAD_URL = "https://www.quora.com/poe_api/"
+"""Poe's file upload API, as fastapi_poe's `upload_file` knows it (POE_UPLOAD_URL overrides)."""
 
 _responses: contextvars.ContextVar[list[httpx.Response]] = contextvars.ContextVar("responses")
 _reports: contextvars.ContextVar[list[str]] = contextvars.ContextVar("reports")
@@ -210,3 +212,15 @@ async def poe_balance(http: httpx.AsyncClient, base_url: str, api_key: str) -> i
     except (httpx.HTTPError, ValueError, AttributeError):
         return None
     return value if isinstance(value, int) else None
+
+
+async def upload(content: bytes, name: str, api_key: str, base_url: str) -> fp.Attachment:
+    """A file uploaded to Poe with a user's API key, for a message's attachments; raises
+    CallFailed in one line. One try (fastapi_poe's default retries once). fastapi_poe closes
+    the client it is given, so the upload opens its own rather than the shared one."""
+    try:
+        return await fp.upload_file(
+            content, file_name=name, api_key=api_key, num_tries=1, base_url=base_url
+        )
+    except Exception as e:  # fastapi_poe raises several kinds; the user needs one line
+        raise CallFailed(f"uploading {name} to Poe failed ({type(e).__name__})") from e

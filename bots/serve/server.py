@@ -204,18 +204,24 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with _tuned_gc():
-            async with new_http_client() as http:
-                runtime.caller = caller or PoeCaller(http, runtime.base_url)
-                named = [] if caller is not None else bots  # a dry run tells Poe nothing
-                async with asyncio.TaskGroup() as group:
-                    sync = group.create_task(sync_settings(http, runtime.base_url, named))
-                    app.state.settings_sync = sync  # lets a caller (a test) await the sync
-                    try:
-                        yield
-                    finally:
-                        sync.cancel()
+        if caller is not None:  # a dry run (or the studio) tells Poe nothing: no client to open
+            runtime.caller = caller
+            try:
+                yield
+            finally:
                 runtime.caller = None
+        else:
+            with _tuned_gc():
+                async with new_http_client() as http:
+                    runtime.caller = PoeCaller(http, runtime.base_url)
+                    async with asyncio.TaskGroup() as group:
+                        sync = group.create_task(sync_settings(http, runtime.base_url, bots))
+                        app.state.settings_sync = sync  # lets a caller (a test) await the sync
+                        try:
+                            yield
+                        finally:
+                            sync.cancel()
+                    runtime.caller = None
         if runtime.spans is not None:  # what is queued goes out, for 2 s at most
             await asyncio.to_thread(runtime.spans.shutdown)
 

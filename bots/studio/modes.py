@@ -13,14 +13,23 @@ import contextlib
 import contextvars
 import os
 from collections.abc import AsyncGenerator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import fastapi_poe as fp
 import httpx
 
 from bots.errors import ConfigError, UsageError
-from bots.run.client import ANYWHERE, POE_BASE_URL, Caller, CallSite, PoeCaller, poe_balance
+from bots.run.client import (
+    ANYWHERE,
+    POE_BASE_URL,
+    POE_UPLOAD_URL,
+    Caller,
+    CallSite,
+    PoeCaller,
+    poe_balance,
+    upload,
+)
 from bots.spec.loader import Config
 from bots.tools import cases, script
 from bots.tools.script import Script
@@ -61,6 +70,7 @@ class Modes:
     cases_file: Path = Path(cases.DEFAULT_PATH)
     api_key: str = ""
     base_url: str = POE_BASE_URL
+    upload_url: str = POE_UPLOAD_URL
 
     @classmethod
     def from_environment(
@@ -72,17 +82,50 @@ class Modes:
             cases_file=Path(cases_file) if cases_file else folder / cases.DEFAULT_PATH,
             api_key=os.environ.get("POE_API_KEY", ""),
             base_url=os.environ.get("POE_BASE_URL") or POE_BASE_URL,
+            upload_url=os.environ.get("POE_UPLOAD_URL") or POE_UPLOAD_URL,
         )
 
     @property
     def live(self) -> bool:
         return bool(self.api_key)
 
+    _read: tuple[tuple[int, ...], Config, cases.Suite | ConfigError] | None = field(
+        default=None, repr=False
+    )
+
     def suite(self, config: Config) -> cases.Suite | None:
-        """The pipeline tests, when the file exists; raises ConfigError when it is invalid."""
-        if not self.cases_file.is_file():
+        """The pipeline tests, when the file exists; raises ConfigError when it is invalid.
+        Read again only when the file or the pipelines changed."""
+        try:
+            found = self.cases_file.stat()
+        except OSError:
             return None
-        return cases.read(str(self.cases_file), config)
+        stat = (found.st_mtime_ns, found.st_size, found.st_ino)
+        if self._read is None or self._read[0] != stat or self._read[1] is not config:
+            try:
+                read: cases.Suite | ConfigError = cases.read(str(self.cases_file), config)
+            except ConfigError as e:
+                read = e
+            self._read = (stat, config, read)
+        if isinstance(self._read[2], ConfigError):
+            raise self._read[2]
+        return self._read[2]
+
+    def scripted_files(self, config: Config) -> set[Path]:
+        """The files scripted answers name (the answers file's, the pipeline tests')."""
+        scripts = []
+        with contextlib.suppress(ConfigError):
+            if self.answers:
+                scripts.append(script.read(str(self.answers)))
+            suite = self.suite(config)
+            scripts += [suite.script(case) for case in suite.file.cases] if suite else []
+        return {
+            (found.folder / answer.file).resolve()
+            for found in scripts
+            for answers in found.answers.values()
+            for answer in answers
+            if answer.file
+        }
 
     def caller(self, mode: str, config: Config, case: int | None) -> Caller:
         """A fresh caller for one message (scripted answers start again at each message)."""
@@ -105,6 +148,12 @@ class Modes:
         if suite is None or not 0 <= case < len(suite.file.cases):
             raise UsageError(f"no case #{case} in {self.cases_file}")
         return found.merged(suite.script(suite.file.cases[case]))
+
+    async def uploaded(self, content: bytes, name: str) -> fp.Attachment:
+        """A file attached in live mode, uploaded to Poe: a real bot fetches it from there."""
+        if not self.live:
+            raise UsageError("live mode needs POE_API_KEY: export it, then start the studio")
+        return await upload(content, name, self.api_key, self.upload_url)
 
     async def balance(self) -> int | None:
         """Points left on the live key, when Poe's usage API tells."""

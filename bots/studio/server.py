@@ -7,19 +7,18 @@ file's problems (`/api/state`, and `/api/changes` as the file changes), each mes
 (`/api/runs/<message id>`), the files the bots made (`/files`), and runs the pipeline tests
 (`/api/tests`).
 
-Safe by default, as Jupyter is: it listens on 127.0.0.1 only, every request must carry the
-run's token (in the URL once; the page then holds it in a cookie of this port), and a request
-naming another `Host` is refused, so no web page can reach it through DNS rebinding.
+Safe by default: it listens on 127.0.0.1 only, behind the `guard` (the run's token, this
+`Host` only).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import mimetypes
 import secrets
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -32,15 +31,22 @@ import jinja2
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bots.errors import ConfigError, UsageError
+from bots.errors import CallFailed, ConfigError, UsageError
 from bots.run.client import new_http_client
 from bots.serve.server import settings_for
 from bots.studio import runs as described_runs
+from bots.studio.guard import Guard, plain
 from bots.studio.modes import MODES, Modes, Switch, answering, problems_of
 from bots.studio.outline import outline
 from bots.studio.runs import Runs
@@ -51,6 +57,8 @@ HERE = Path(__file__).parent
 ASSETS = HERE / "assets"
 UPLOAD_BYTES = 50 * 1024 * 1024
 """The largest file the page may attach to a message (Poe's own limit is about this)."""
+UPLOAD_SECONDS = 120
+"""The longest an attached file may take to arrive."""
 
 _page = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE), autoescape=True, undefined=jinja2.StrictUndefined
@@ -74,10 +82,6 @@ class Studio:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/?token={self.token}"
 
-    @property
-    def cookie(self) -> str:
-        return f"studio-token-{self.port}"
-
 
 def app(studio: Studio) -> ASGIApp:
     """The studio's ASGI app (its lifespan watches the file and opens the shared client)."""
@@ -98,6 +102,7 @@ def app(studio: Studio) -> ASGIApp:
                     yield
                 finally:
                     watcher.cancel()
+                    shutil.rmtree(studio.uploads, ignore_errors=True)
 
     def workspace() -> Workspace:
         found: Workspace = state["workspace"]
@@ -108,19 +113,25 @@ def app(studio: Studio) -> ASGIApp:
         return found
 
     async def page(request: Request) -> HTMLResponse:
-        response = HTMLResponse(_page.render(file=str(studio.config_path)))
-        response.set_cookie(studio.cookie, studio.token, httponly=True, samesite="strict")
-        return response
+        return HTMLResponse(
+            _page.render(file=str(studio.config_path)),
+            headers={
+                "content-security-policy": "frame-ancestors 'none'",
+                "x-frame-options": "DENY",
+            },
+        )
 
-    async def api_state(request: Request) -> JSONResponse:
-        return JSONResponse(_state(workspace(), modes(), studio))
+    async def api_state(request: Request) -> JSONResponse:  # a thread: it reads the tests file
+        return JSONResponse(await asyncio.to_thread(_state, workspace(), modes(), studio))
 
     async def changes(request: Request) -> EventSourceResponse:
         async def events() -> AsyncIterator[dict[str, str]]:
             seen = -1
             while True:
-                seen = await workspace().changed_after(seen, wait=15.0)
-                yield {"event": "change", "data": json.dumps({"changes": seen})}
+                changes = await workspace().changed_after(seen, wait=15.0)
+                if changes != seen:  # else the wait ran out: sse-starlette's pings keep it open
+                    seen = changes
+                    yield {"event": "change", "data": json.dumps({"changes": seen})}
 
         return EventSourceResponse(events(), ping=10)
 
@@ -132,14 +143,24 @@ def app(studio: Studio) -> ASGIApp:
         return JSONResponse(described_runs.described(run, studio.runs.points.get(message_id)))
 
     async def upload(request: Request) -> JSONResponse:
-        name = Path(request.query_params.get("name", "file")).name or "file"
+        """A file attached to the next message: kept here, or uploaded to Poe in live mode."""
+        name = _file_name(request.query_params.get("name", ""))
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > UPLOAD_BYTES:
-                return JSONResponse(
-                    {"detail": f"{name} is over {UPLOAD_BYTES // 2**20} MB"}, status_code=413
-                )
+        try:
+            async with asyncio.timeout(UPLOAD_SECONDS):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > UPLOAD_BYTES:
+                        too_big = f"{name} is over {UPLOAD_BYTES // 2**20} MB"
+                        return JSONResponse({"detail": too_big}, status_code=413)
+        except TimeoutError:
+            return JSONResponse({"detail": f"{name} took over {UPLOAD_SECONDS} s"}, 408)
+        if request.query_params.get("mode") == "live":
+            try:
+                attachment = await modes().uploaded(bytes(body), name)
+            except (UsageError, CallFailed) as e:
+                return JSONResponse({"detail": str(e)}, status_code=502)
+            return JSONResponse(attachment.model_dump(exclude_none=True))
         folder = studio.uploads / uuid.uuid4().hex[:12]
         folder.mkdir()
         path = folder / name
@@ -149,13 +170,25 @@ def app(studio: Studio) -> ASGIApp:
             {"url": path.as_uri(), "content_type": kind or "application/octet-stream", "name": name}
         )
 
-    def files(request: Request) -> FileResponse | PlainTextResponse:  # a thread: disk I/O
-        path = Path(request.query_params.get("path", "")).resolve()
-        roots = [simulator.FILES, studio.uploads, studio.config_path.parent]
-        roots += [Path(named).parent for named in (studio.answers, studio.cases_path) if named]
-        if not path.is_file() or not any(path.is_relative_to(r.resolve()) for r in roots):
+    def files(request: Request) -> Response:  # a thread: disk I/O
+        """A file the bots made: by the dry run, attached by the user, or named by a scripted
+        answer; shown, never run (a bot's HTML file must not script this page)."""
+        given = request.query_params.get("path", "")
+        version = workspace().serving
+        if not given or "\0" in given or version is None:
             return PlainTextResponse("no such file made by the bots", status_code=404)
-        return FileResponse(path)
+        path = Path(given).resolve()
+        made = [simulator.FILES.resolve(), studio.uploads.resolve()]
+        if not path.is_file() or not (
+            any(path.is_relative_to(folder) for folder in made)
+            or path in modes().scripted_files(version.config)
+        ):
+            return PlainTextResponse("no such file made by the bots", status_code=404)
+        headers = {"x-content-type-options": "nosniff", "content-security-policy": "sandbox"}
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if not kind.startswith("image/"):
+            headers["content-disposition"] = "attachment"
+        return FileResponse(path, media_type=kind, headers=headers)
 
     async def run_tests(request: Request) -> JSONResponse:
         version = workspace().serving
@@ -200,7 +233,14 @@ def app(studio: Studio) -> ASGIApp:
     ]
     site = Starlette(routes=routes, lifespan=lifespan)
     bots = _Bots(studio, workspace, modes)
-    return _Guard(site, bots, studio)
+    return Guard(site, bots, port=studio.port, token=studio.token)
+
+
+def _file_name(given: str) -> str:
+    """An attached file's name as a plain file name: no folders, no control characters, at
+    most 120 characters ("file" when nothing is left)."""
+    name = "".join(c for c in Path(given.replace("\\", "/")).name if c.isprintable())[-120:]
+    return name if name.strip(". ") else "file"
 
 
 def _state(workspace: Workspace, modes: Modes, studio: Studio) -> dict[str, Any]:
@@ -268,18 +308,18 @@ class _Bots:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         version = self.workspace().serving
         if version is None:
-            await _plain(
-                send, 503, "the pipelines file has problems: fix them first (see the page)"
-            )
+            await plain(send, 503, "the pipelines file has problems: fix them first (see the page)")
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         mode = query.get("mode", ["simulated"])[0]
-        case = query.get("case", [None])[0]
+        case = query.get("case", [""])[0]
         modes = self.modes()
         try:
+            if case and not (case.isascii() and case.isdigit() and len(case) < 10):
+                raise UsageError(f"case={case[:20]!r}: give a case's number, e.g. case=0")
             caller = modes.caller(mode, version.config, int(case) if case else None)
-        except (UsageError, ConfigError, ValueError) as e:
-            await _plain(send, 400, str(e))
+        except (UsageError, ConfigError) as e:
+            await plain(send, 400, str(e))
             return
         path = scope["path"].removeprefix("/poe") or "/"
         inner = dict(scope, path=path, raw_path=path.encode(), root_path="")
@@ -291,52 +331,6 @@ class _Bots:
             after = await modes.balance()
             if after is not None:
                 self.studio.runs.points[message_id] = before - after
-
-
-class _Guard:
-    """Refuses every request without the run's token, or naming another Host."""
-
-    def __init__(self, site: ASGIApp, bots: _Bots, studio: Studio) -> None:
-        self.site = site
-        self.bots = bots
-        self.studio = studio
-        self.hosts = {f"127.0.0.1:{studio.port}", f"localhost:{studio.port}"}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.site(scope, receive, send)
-            return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if headers.get("host", "") not in self.hosts:
-            await _plain(send, 403, "refused: the studio answers only at 127.0.0.1 (Host header)")
-            return
-        if not self._has_token(scope, headers):
-            await _plain(
-                send, 403, "refused: open the URL the studio printed, with its token (?token=...)"
-            )
-            return
-        inner = self.bots if scope["path"].startswith("/poe/") else self.site
-        await inner(scope, receive, send)
-
-    def _has_token(self, scope: Scope, headers: dict[str, str]) -> bool:
-        given = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
-        given = given or headers.get("x-studio-token", "")
-        if not given:
-            for pair in headers.get("cookie", "").split(";"):
-                name, _, value = pair.strip().partition("=")
-                if name == self.studio.cookie:
-                    given = value
-        return hmac.compare_digest(given.encode(), self.studio.token.encode())
-
-
-async def _plain(send: Send, status: int, text: str) -> None:
-    body = text.encode()
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", b"%d" % len(body)),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def serve(studio_for: Callable[[int], Studio], port: int, *, open_browser: bool) -> int:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,10 @@ from bots.spec import loader
 
 log = logging.getLogger("bots.studio")
 
-POLL_SECONDS = 0.1
-"""How often the file is looked at: a save shows in the page within about this."""
+POLL_SECONDS = 0.05
+"""How often the file's size and time are looked at: a save is seen within about this."""
+REREAD_SECONDS = 1.0
+"""How often the file is read even when its size and time are the same."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class Workspace:
         self.changes = 0  # every change seen, valid or not: what the page waits on
         self._changed = asyncio.Event()
         self._seen: bytes | None = None
+        self._stat: tuple[int, ...] | None = None
+        self._read_at = 0.0
         self._lifespan: contextlib.AsyncExitStack | None = None
 
     async def __aenter__(self) -> Workspace:
@@ -63,7 +68,18 @@ class Workspace:
             await self._lifespan.aclose()
 
     async def look(self) -> bool:
-        """Loads the file again if it changed since last seen; True when it did."""
+        """Loads the file again if it changed since last seen; True when it did. The file is
+        read when its size, time or inode changed, and once a second in any case (a save within
+        the same clock tick, of the same size, is still seen)."""
+        try:
+            found = self.path.stat()
+            stat: tuple[int, ...] = (found.st_mtime_ns, found.st_size, found.st_ino)
+        except OSError:
+            stat = ()
+        now = time.monotonic()
+        if stat == self._stat and now - self._read_at < REREAD_SECONDS:
+            return False
+        self._stat, self._read_at = stat, now
         try:
             text = self.path.read_bytes()
         except OSError:
@@ -90,8 +106,8 @@ class Workspace:
         return self.changes
 
     async def _load(self) -> None:
-        try:
-            config = loader.load(self.path)
+        try:  # in a thread: a large file takes seconds, and the bots keep answering meanwhile
+            config = await asyncio.to_thread(loader.load, self.path)
         except ConfigError as e:
             self.problems = e.problems
             log.info(

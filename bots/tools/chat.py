@@ -21,11 +21,10 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import fastapi_poe as fp
-import httpx
 
-from bots.errors import ChatError
-from bots.run import trace
-from bots.run.client import POE_BASE_URL, Caller, PoeCaller, new_http_client
+from bots.errors import CallFailed, ChatError
+from bots.run import client, trace
+from bots.run.client import POE_BASE_URL, POE_UPLOAD_URL, Caller, PoeCaller, new_http_client
 from bots.spec import controls
 from bots.spec.loader import DEFAULT_PATH, BotPlan
 from bots.tools import script, transcript
@@ -238,28 +237,22 @@ def explain(error: str) -> str:
     return error
 
 
-async def upload(
-    paths: list[Path], http: httpx.AsyncClient | None, api_key: str
-) -> list[fp.Attachment]:
+async def upload(paths: list[Path], live: bool, api_key: str) -> list[fp.Attachment]:
     attachments = []
     for path in paths:
         if not path.is_file():
             raise ChatError(f"--file {path}: no such file")
-        if http is None:  # dry run: nothing leaves the machine
+        if not live:  # dry run: nothing leaves the machine
             kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
             attachments.append(
                 fp.Attachment(url=path.resolve().as_uri(), content_type=kind, name=path.name)
             )
             continue
+        where = os.environ.get("POE_UPLOAD_URL") or POE_UPLOAD_URL
         try:
-            with path.open("rb") as handle:
-                attachments.append(
-                    await fp.upload_file(
-                        handle, file_name=path.name, api_key=api_key, session=http, num_tries=1
-                    )
-                )
-        except Exception as e:  # fastapi_poe raises several kinds; the user needs one line
-            raise ChatError(f"--file {path}: upload to Poe failed ({type(e).__name__})") from e
+            attachments.append(await client.upload(path.read_bytes(), path.name, api_key, where))
+        except CallFailed as e:
+            raise ChatError(f"--file {path}: {e}") from e
     return attachments
 
 
@@ -290,7 +283,7 @@ async def run_chat(plan: BotPlan, options: Options, messages: list[str] | None, 
         )
         status = 0
         try:
-            attachments = await upload(options.files, None if options.dry_run else http, api_key)
+            attachments = await upload(options.files, not options.dry_run, api_key)
             for given in messages or []:
                 status |= await _send(chat, given, attachments)
                 attachments = []

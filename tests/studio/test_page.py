@@ -132,6 +132,7 @@ def test_a_scripted_route_case_takes_its_branch_and_the_trace_shows_it(
         assert page.locator(".waterfall tr", has_text="GPT-5").count() >= 1
         assert '"reasoning_effort": "high"' in page.inner_text(".message.bot:last-child")
         page.click("[data-tab=graph]")
+        _screenshot(page, "graph", tmp_path)
         taken = page.locator('.box.done[data-path="steps[1].cases.math[0]"]')
         assert taken.count() == 1  # the branch taken is drawn as done; the others are not
         assert page.locator('.box.done[data-path="steps[1].cases.code[0]"]').count() == 0
@@ -169,6 +170,99 @@ def test_a_sliders_value_reaches_the_dependencys_parameters(
     assert '"temperature": "0.8"' in sent.replace("\n", "")
     assert "history" not in sent and "history (2 earlier messages" in again
     assert "user: Hello" in again
+
+
+EVERY_CONTROL = """\
+version: 1
+bots:
+  knobs:
+    controls:
+      - {aspect_ratio: aspect, label: Shape, default: "16:9", options: ["1:1", "16:9"]}
+      - {drop_down: style, label: Style, default: photo, options: {photo: Photograph, ink: Ink}}
+      - {toggle: hd, label: High detail, default: false}
+      - {text: mood, label: Mood, placeholder: calm}
+      - {text_area: notes, label: Notes}
+      - divider: true
+      - section: Advanced
+        collapsed: true
+        controls: [{toggle: raw, label: Raw output}]
+      - section: Look
+        tabs:
+          - {tab: Colour, controls: [{toggle: bw, label: Black and white}]}
+          - {tab: Light, controls: [{slider: glow, label: Glow, min: 0, max: 1, step: 0.5}]}
+    steps:
+      - bot: GPT-5
+        parameters:
+          all: "{{ [params.aspect, params.style, params.hd, params.mood, params.notes,
+                    params.raw, params.bw, params.glow] | join('|') }}"
+"""
+
+
+def test_every_kind_of_control_is_a_widget_and_its_value_reaches_the_bot(
+    browser: Browser, tmp_path: Path
+) -> None:
+    config = tmp_path / "pipelines.yaml"
+    config.write_text(EVERY_CONTROL)
+    with studio_process(tmp_path / "log", "--config", str(config), "--delay", "0") as (url, token):
+        page = _open(browser, url, token)
+        page.click(".ratios button[title='1:1']")
+        page.select_option("select[data-param=style]", "ink")
+        page.check("input[data-param=hd]")
+        page.fill("input[data-param=mood]", "stormy")
+        page.fill("textarea[data-param=notes]", "two\nlines")
+        assert page.locator("#controls hr").count() == 1
+        assert page.is_hidden("input[data-param=raw]")  # its section starts collapsed
+        page.click("#controls summary:has-text('Advanced')")
+        page.check("input[data-param=raw]")
+        assert page.is_hidden("input[data-param=glow]")  # on the second tab
+        page.click(".tabheads button:has-text('Light')")
+        page.locator("input[type=range][data-param=glow]").fill("1")
+        page.click(".tabheads button:has-text('Colour')")
+        page.check("input[data-param=bw]")
+        _screenshot(page, "controls", tmp_path)
+        _send(page, "Draw")
+        _last_reply_done(page)
+        page.click("[data-tab=sent]")
+        sent = page.inner_text("#tab-sent")
+    assert '"all": "1:1|ink|True|stormy|two\\nlines|True|True|1"' in sent.replace("\n ", "")
+
+
+def test_a_failure_shows_its_notice_and_suggested_replies_are_buttons(
+    browser: Browser, tmp_path: Path
+) -> None:
+    standin = StandIn(
+        {
+            "GPT-5-mini": Behavior(text="code"),
+            "Claude-Sonnet-4.5": Behavior(text="Sorted.", suggested_replies=["Show an example"]),
+            "Gemini-2.5-Pro": Behavior(
+                error_at=0,
+                error_text="no points",
+                error_type="insufficient_fund",
+                allow_retry=False,
+            ),
+        }
+    )
+    standin.add_api_key("live-key")
+    with served_in_thread(standin, lifespan="off") as poe:
+        env = {"POE_API_KEY": "live-key", "POE_BASE_URL": poe + BOT_PREFIX}
+        with studio_process(tmp_path / "log", "--delay", "0", env=env) as (url, token):
+            page = _open(browser, url, token)
+            page.click("nav button:has-text('/router')")
+            page.select_option("#mode", "live")
+            _send(page, "How do I sort?")
+            _last_reply_done(page)
+            assert page.inner_text(".message.bot:last-child .markdown") == "Sorted."
+            page.click("#suggestions button:has-text('Show an example')")  # sends it
+            page.wait_for_function("document.querySelectorAll('[data-done=true]').length === 2")
+            standin.bots["GPT-5-mini"].behavior = Behavior(text="cooking")
+            _send(page, "What should I cook?")
+            page.wait_for_function("document.querySelectorAll('[data-done=true]').length === 3")
+            failed = page.locator(".message.bot:last-child")
+            assert "failed" in (failed.get_attribute("class") or "")
+            notice = failed.locator(".notice").inner_text()
+            assert notice.startswith("Error (insufficient_fund): ") and "no retry" in notice
+    asked = [r["query"][-1]["content"] for r in standin.requests if r["bot"] == "GPT-5-mini"]
+    assert "Show an example" in asked[1]
 
 
 def _png(path: Path) -> None:
@@ -231,21 +325,13 @@ def test_live_mode_is_marked_shows_an_inline_picture_and_the_points_spent(
 ) -> None:
     _png(tmp_path / "cat.png")
     (tmp_path / "pipelines.yaml").write_text((ROOT / "pipelines.yaml").read_text())
-    picture = (str((tmp_path / "cat.png").as_uri()), "image/png", "cat.png")
-    standin = StandIn(
-        {
-            "GPT-5-mini": Behavior(text="A cat on a mat."),
-            "Imagen-4": Behavior(
-                text="Here: ![a cat][c1] done.",
-                attachment=picture,
-                attachment_at=1,
-                inline_ref="c1",
-            ),
-        }
-    )
+    imagen = Behavior(text="Here: ![a cat][c1] done.", attachment_at=1, inline_ref="c1")
+    standin = StandIn({"GPT-5-mini": Behavior(text="A cat on a mat."), "Imagen-4": imagen})
     standin.add_api_key("live-key", points=500)
     standin.prices.update({"GPT-5-mini": 2, "Imagen-4": 30})
+    standin.uploads["0"] = ("cat.png", (tmp_path / "cat.png").read_bytes())
     with served_in_thread(standin, lifespan="off") as poe:
+        imagen.attachment = (f"{poe}/uploaded/0/cat.png", "image/png", "cat.png")  # Poe's CDN
         env = {"POE_API_KEY": "live-key", "POE_BASE_URL": poe + BOT_PREFIX}
         config = str(tmp_path / "pipelines.yaml")
         with studio_process(tmp_path / "log", "--config", config, env=env) as (url, token):
@@ -266,6 +352,42 @@ def test_live_mode_is_marked_shows_an_inline_picture_and_the_points_spent(
             page.wait_for_selector(".points")
             points = page.inner_text(".points")
     assert points.startswith("32 points spent") and standin.balances["live-key"] == 500 - 32
+
+
+def test_a_hostile_answer_cannot_take_over_the_page(browser: Browser, tmp_path: Path) -> None:
+    config = tmp_path / "pipelines.yaml"
+    config.write_text("version: 1\nbots:\n  plain:\n    steps: [{bot: GPT-5}]\n")
+    hostile = (
+        '<input id="text" value="CLOBBERED"> <img src=x onerror="window.pwned = 1"> '
+        "[click](javascript:window.pwned=2) ![broken][r1]"
+    )
+    standin = StandIn(
+        {
+            "GPT-5": Behavior(
+                text=hostile,
+                attachment=("file:///tmp/x%E0%A4%A", "image/png", "x.png"),
+                attachment_at=0,
+                inline_ref="r1",
+            )
+        }
+    )
+    standin.add_api_key("live-key")
+    with served_in_thread(standin, lifespan="off") as poe:
+        env = {"POE_API_KEY": "live-key", "POE_BASE_URL": poe + BOT_PREFIX}
+        with studio_process(tmp_path / "log", "--config", str(config), env=env) as (url, token):
+            page = _open(browser, url, token)
+            page.select_option("#mode", "live")
+            _send(page, "first")
+            _last_reply_done(page)
+            _send(page, "my real message")  # the answer's own id="text" must not stand in
+            page.wait_for_function("document.querySelectorAll('[data-done=true]').length === 2")
+            mine = page.locator(".message.user").nth(1).inner_text()
+            pwned = page.evaluate("window.pwned === undefined")
+            links = page.eval_on_selector_all(".message.bot a", "(a) => a.map((x) => x.href)")
+    assert mine == "my real message" and pwned
+    assert not any(link.startswith("javascript:") for link in links)
+    asked = [r["query"][-1]["content"] for r in standin.requests]
+    assert asked == ["first", "my real message"]
 
 
 BROKEN = "version: 1\nbots:\n  helper:\n    steps:\n      - bot: GPT-5\n        retries: lots\n"

@@ -111,6 +111,26 @@ async def test_live_calls_use_the_users_key_and_rate_limits_are_explained() -> N
     assert "Traceback" not in err
 
 
+async def test_live_files_are_uploaded_to_poe_and_the_chat_goes_on(tmp_path: Path) -> None:
+    config = tmp_path / "pipelines.yaml"
+    config.write_text("version: 1\nbots:\n  looker:\n    steps: [{bot: Looker}]\n")
+    (tmp_path / "sketch.txt").write_text("a sketch")
+    async with StandIn({"Looker": Behavior(echo=True)}) as standin:
+        standin.add_api_key("user-key")
+        env = {
+            "POE_API_KEY": "user-key",
+            "POE_BASE_URL": standin.base_url,
+            "POE_UPLOAD_URL": standin.upload_url,
+        }
+        sketch = str(tmp_path / "sketch.txt")
+        args = ["looker", "--config", str(config), "--file", sketch, "-m", "what is it?"]
+        code, out, err = await chat(*args, env=env)
+    assert code == 0, err  # the upload did not close the client the calls share
+    assert [name for name, _ in standin.uploads.values()] == ["sketch.txt"]
+    [looked] = [r for r in standin.requests if r["bot"] == "Looker"]
+    assert looked["query"][-1]["attachments"][0]["url"].endswith("/uploaded/0/sketch.txt")
+
+
 async def test_an_unknown_bot_id_lists_the_bots() -> None:
     code, out, err = await chat("nobody", "--dry-run", "-m", "hi")
     assert code == 2

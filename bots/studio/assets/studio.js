@@ -6,7 +6,20 @@ import { marked } from "./vendor/marked/marked.esm.js";
 import DOMPurify from "./vendor/dompurify/purify.es.mjs";
 import { createParser } from "./vendor/eventsource-parser/index.js";
 
-const $ = (id) => document.getElementById(id);
+// The run's token, from the URL the studio printed: every request carries it (as a header, or
+// in the URL where a header cannot go: pictures, the change stream). No cookie holds it, as a
+// cookie would go to every other server on 127.0.0.1 too.
+const TOKEN = new URLSearchParams(location.search).get("token") ?? "";
+const call = (url, options = {}) =>
+  fetch(url, { ...options, headers: { ...(options.headers ?? {}), "x-studio-token": TOKEN } });
+const withToken = (url) => `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(TOKEN)}`;
+// Elements are looked up among the page's own: a bot's answer may hold an element with the same
+// id (DOMPurify also renames those), and it must never stand in for the page's.
+const own = new Map();
+const $ = (id) => {
+  if (!own.has(id)) own.set(id, document.getElementById(id));
+  return own.get(id);
+};
 const el = (tag, { dataset = {}, ...props } = {}, ...children) => {
   const node = Object.assign(document.createElement(tag), props);
   Object.assign(node.dataset, dataset);
@@ -29,7 +42,7 @@ window.studio = studio; // for the browser tests: what the page knows
 // --- the file and its bots --------------------------------------------------------------
 
 async function loadState() {
-  const response = await fetch("/api/state");
+  const response = await call("/api/state");
   studio.state = await response.json();
   const { state } = studio;
   $("version").textContent = state.version ? `version ${state.version}` : "no valid version";
@@ -122,12 +135,13 @@ function holds(condition, values) {
 
 function renderControls(current) {
   const values = studio.params[current.id];
+  const conditional = JSON.stringify(current.controls ?? {}).includes('"condition"');
   const widget = (c) => {
     if (c.control === "divider") return el("hr");
     if (c.control === "condition") return holds(c.condition, values) ? el("div", {}, ...c.controls.map(widget)) : el("span");
     const set = (value) => {
       values[c.parameter_name] = value;
-      renderControls(current); // a condition may show or hide controls
+      if (conditional) renderControls(current); // a condition may show or hide controls
     };
     const value = values[c.parameter_name];
     let input;
@@ -142,14 +156,18 @@ function renderControls(current) {
           oninput: (e) => { e.target.nextSibling.textContent = e.target.value; values[c.parameter_name] = Number(e.target.value); } }),
         el("output", { textContent: value ?? c.min_value }));
     } else if (c.control === "text_field") {
-      input = el("input", { type: "text", value: value ?? "", placeholder: c.placeholder ?? "", onchange: (e) => set(e.target.value) });
+      input = el("input", { type: "text", value: value ?? "", placeholder: c.placeholder ?? "", oninput: (e) => set(e.target.value) });
     } else if (c.control === "text_area") {
-      input = el("textarea", { value: value ?? "", placeholder: c.placeholder ?? "", onchange: (e) => set(e.target.value) });
+      input = el("textarea", { value: value ?? "", placeholder: c.placeholder ?? "", oninput: (e) => set(e.target.value) });
     } else if (c.control === "aspect_ratio") {
       input = el("span", { className: "ratios" }, ...c.options.map((o) => {
         const name = o.value ?? `${o.width}:${o.height}`;
         const scale = 22 / Math.max(o.width, o.height);
-        return el("button", { type: "button", className: name === value ? "on" : "", title: name, onclick: () => set(name) },
+        return el("button", { type: "button", className: name === value ? "on" : "", title: name,
+          onclick: (e) => {
+            for (const b of e.currentTarget.parentNode.children) b.classList.toggle("on", b === e.currentTarget);
+            set(name);
+          } },
           el("i", { style: `width:${o.width * scale}px;height:${o.height * scale}px` }), name);
       }));
     } else {
@@ -163,7 +181,11 @@ function renderControls(current) {
     if (section.tabs) {
       const panes = section.tabs.map((tab, i) => el("div", { className: "pane", hidden: i > 0 }, ...tab.controls.map(widget)));
       const heads = section.tabs.map((tab, i) => el("button", { type: "button", textContent: tab.name ?? `Tab ${i + 1}`,
-        onclick: () => panes.forEach((p, j) => { p.hidden = j !== i; }) }));
+        className: i === 0 ? "on" : "",
+        onclick: () => {
+          panes.forEach((p, j) => { p.hidden = j !== i; });
+          heads.forEach((h, j) => h.classList.toggle("on", j === i));
+        } }));
       body.append(el("div", { className: "tabheads" }, ...heads), ...panes);
     }
     if (!section.name) return body;
@@ -176,30 +198,49 @@ function renderControls(current) {
 
 function markdown(text, files = []) {
   // inline pictures: the bot's text names a file by its inline_ref, as a Markdown reference
-  const refs = files.filter((f) => f.inline_ref).map((f) => `[${f.inline_ref}]: <${fileUrl(f.url)}>`);
+  const refs = files.filter((f) => f.inline_ref && fileUrl(f.url)).map((f) => `[${f.inline_ref}]: <${fileUrl(f.url)}>`);
   const source = refs.length ? `${text}\n\n${refs.join("\n")}\n` : text;
   const div = el("div", { className: "markdown" });
-  div.innerHTML = DOMPurify.sanitize(marked.parse(source, { gfm: true, breaks: false }));
+  div.innerHTML = DOMPurify.sanitize(marked.parse(source, { gfm: true, breaks: false }), {
+    SANITIZE_NAMED_PROPS: true, // a bot's id="text" becomes id="user-content-text"
+  });
   return div;
 }
 
 function fileUrl(url) {
-  if (!url.startsWith("file:")) return url;
-  return `/files?path=${encodeURIComponent(decodeURIComponent(new URL(url).pathname))}`;
+  // a bot's file: on Poe (http, https) as it is; made on this machine (file:), through the
+  // studio; anything else (javascript:, data:...) is not a file to show
+  let parsed;
+  try { parsed = new URL(url); } catch { return null; }
+  if (parsed.protocol === "http:" || parsed.protocol === "https:") return parsed.href;
+  if (parsed.protocol !== "file:") return null;
+  try {
+    return withToken(`/files?path=${encodeURIComponent(decodeURIComponent(parsed.pathname))}`);
+  } catch { return null; } // a malformed %-escape
 }
 
 function fileView(file) {
   const href = fileUrl(file.url);
+  if (href === null) return el("span", { className: "file", textContent: `📎 ${file.name} (not a file URL)` });
   if (file.content_type?.startsWith("image/")) {
-    return el("a", { href, target: "_blank", className: "file picture" }, el("img", { src: href, alt: file.name }));
+    return el("a", { href, target: "_blank", rel: "noopener", className: "file picture" }, el("img", { src: href, alt: file.name }));
   }
-  return el("a", { href, target: "_blank", className: "file", textContent: `📎 ${file.name}` });
+  return el("a", { href, target: "_blank", rel: "noopener", className: "file", textContent: `📎 ${file.name}` });
 }
 
 async function send(text) {
   if (studio.busy || !studio.bot || (!text.trim() && !studio.pending.length)) return;
   studio.busy = true;
   $("send").disabled = true;
+  try {
+    await converse(text);
+  } finally { // whatever a reply held, the chat goes on
+    studio.busy = false;
+    $("send").disabled = false;
+  }
+}
+
+async function converse(text) {
   $("suggestions").replaceChildren();
   const current = bot();
   const conversation = chat();
@@ -244,7 +285,7 @@ async function send(text) {
   const query = new URLSearchParams({ mode, message: messageId });
   if (caseIndex !== "") query.set("case", caseIndex);
   try {
-    const response = await fetch(`/poe/${current.id}?${query}`, {
+    const response = await call(`/poe/${current.id}?${query}`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(request),
@@ -261,16 +302,26 @@ async function send(text) {
       }
     }
   } catch (e) {
-    reply.error = { text: `the studio could not be reached (${e.message})` };
+    reply.error = { text: `the reply could not be read (${e.message})` };
   } finally {
     clearInterval(polling);
   }
+  try {
+    await finish(reply, { user, messageId, mode, conversation, body, notice, replyView, drawn });
+  } finally {
+    replyView.classList.remove("streaming");
+    replyView.dataset.done = "true";
+  }
+}
+
+async function finish(reply, { user, messageId, mode, conversation, body, notice, replyView, drawn }) {
   if (drawn) cancelAnimationFrame(drawn);
   body.replaceChildren(...markdown(reply.text, reply.files).childNodes);
-  replyView.classList.remove("streaming");
   if (reply.error) {
     notice.hidden = false;
-    notice.textContent = reply.error.text;
+    const kind = reply.error.error_type ? ` (${reply.error.error_type})` : "";
+    const retry = reply.error.allow_retry === false ? "; Poe offers no retry" : "";
+    notice.textContent = `Error${kind}: ${reply.error.text}${retry}`;
     replyView.classList.add("failed");
   }
   $("suggestions").replaceChildren(
@@ -279,11 +330,8 @@ async function send(text) {
   if (!reply.error) {
     conversation.history.push(user, { role: "bot", content: reply.text, content_type: "text/markdown", message_id: messageId, metadata: reply.metadata });
   }
-  studio.busy = false;
-  $("send").disabled = false;
   await showRun(messageId);
   if (mode === "live") setTimeout(() => showRun(messageId), 1500); // the points, once Poe tells
-  replyView.dataset.done = "true";
 }
 
 function onEvent(event, reply, redraw, filesView) {
@@ -307,7 +355,7 @@ function onEvent(event, reply, redraw, filesView) {
 // --- inside a message: its trace, calls, what was sent and answered, the graph -----------
 
 async function showRun(messageId) {
-  const response = await fetch(`/api/runs/${messageId}`);
+  const response = await call(`/api/runs/${messageId}`);
   if (!response.ok) return;
   studio.run = await response.json();
   renderRun(studio.run);
@@ -329,7 +377,18 @@ function depth(run, entry) {
 function renderTrace(run) {
   const tries = {};
   for (const e of run.entries) if (e.kind === "try") tries[e.parent] = (tries[e.parent] ?? 0) + 1;
-  const rows = run.entries.map((e, i) => ({ ...e, i })).filter((e) => e.kind !== "try" || tries[e.parent] > 1);
+  // in tree order: each entry under its parent (a round above its steps), siblings by start
+  const children = {};
+  run.entries.forEach((e, i) => (children[e.parent ?? "root"] ??= []).push({ ...e, i }));
+  const ordered = [];
+  const walk = (key) => {
+    for (const e of (children[key] ?? []).sort((a, b) => a.start - b.start)) {
+      ordered.push(e);
+      walk(e.i);
+    }
+  };
+  walk("root");
+  const rows = ordered.filter((e) => e.kind !== "try" || tries[e.parent] > 1);
   const total = Math.max(0.001, ...rows.map((e) => e.start + e.seconds));
   const table = el("table", { className: "waterfall" },
     el("tr", {}, ...["step", "kind", "bot", "time", "", "calls", "outcome"].map((h) => el("th", { textContent: h }))));
@@ -413,7 +472,7 @@ function renderGraph() {
 async function runTests() {
   $("run-tests").disabled = true;
   $("tests").replaceChildren(el("p", { className: "hint", textContent: "running…" }));
-  const response = await fetch("/api/tests", { method: "POST" });
+  const response = await call("/api/tests", { method: "POST" });
   const found = await response.json();
   $("run-tests").disabled = false;
   if (!response.ok) {
@@ -458,11 +517,16 @@ function tab(name) {
 
 async function attach(files) {
   for (const file of files) {
-    const response = await fetch(`/api/upload?name=${encodeURIComponent(file.name)}`, {
+    const query = new URLSearchParams({ name: file.name, mode: $("mode").value });
+    const response = await call(`/api/upload?${query}`, {
       method: "POST", headers: { "content-type": file.type || "application/octet-stream" }, body: file,
     });
-    const found = await response.json();
-    if (!response.ok) { alert(found.detail); continue; }
+    let found;
+    try { found = await response.json(); } catch { found = { detail: `HTTP ${response.status}` }; }
+    if (!response.ok) {
+      $("pending").append(el("span", { className: "chip failed", textContent: `${file.name}: ${found.detail}` }));
+      continue;
+    }
     studio.pending.push(found);
     $("pending").append(el("span", { className: "chip", textContent: `📎 ${found.name}` }));
   }
@@ -482,13 +546,15 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("attach").onchange = (e) => { attach([...e.target.files]); e.target.value = ""; };
   $("reset").onclick = () => { studio.chats[studio.bot] = null; showBot(); };
   $("mode").onchange = () => {
+    studio.pending = []; // a file is kept here for simulated bots, uploaded to Poe for live ones
+    $("pending").replaceChildren();
     $("case").hidden = $("mode").value !== "scripted";
     $("live-warning").hidden = $("mode").value !== "live";
     document.body.classList.toggle("live", $("mode").value === "live");
   };
   $("run-tests").onclick = runTests;
   await loadState();
-  new EventSource("/api/changes").addEventListener("change", (event) => {
+  new EventSource(withToken("/api/changes")).addEventListener("change", (event) => {
     if (JSON.parse(event.data).changes !== studio.state.changes) loadState();
   });
   document.body.dataset.ready = "true";
