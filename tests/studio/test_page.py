@@ -11,6 +11,7 @@ import shutil
 import struct
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,24 @@ def _open(browser: Browser, url: str, token: str) -> Page:
     page.wait_for_selector("body[data-ready=true]")
     assert not errors, errors
     return page
+
+
+@contextmanager
+def _studio(
+    browser: Browser,
+    tmp_path: Path,
+    pipelines: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> Iterator[Page]:
+    """The page of a studio serving `pipelines` (as tmp_path/pipelines.yaml), with `args`."""
+    config = tmp_path / "pipelines.yaml"
+    config.write_text(pipelines)
+    with studio_process(tmp_path / "log", "--config", str(config), *args, env=env) as (
+        url,
+        token,
+    ):
+        yield _open(browser, url, token)
 
 
 def _screenshot(page: Page, name: str, tmp_path: Path) -> None:
@@ -153,10 +172,7 @@ bots:
 def test_a_sliders_value_reaches_the_dependencys_parameters(
     browser: Browser, tmp_path: Path
 ) -> None:
-    config = tmp_path / "pipelines.yaml"
-    config.write_text(SLIDER)
-    with studio_process(tmp_path / "log", "--config", str(config), "--delay", "0") as (url, token):
-        page = _open(browser, url, token)
+    with _studio(browser, tmp_path, SLIDER, "--delay", "0") as page:
         slider = page.locator('input[type=range][data-param="warmth"]')
         assert slider.input_value() == "0.5"
         slider.fill("0.8")
@@ -201,10 +217,7 @@ bots:
 def test_every_kind_of_control_is_a_widget_and_its_value_reaches_the_bot(
     browser: Browser, tmp_path: Path
 ) -> None:
-    config = tmp_path / "pipelines.yaml"
-    config.write_text(EVERY_CONTROL)
-    with studio_process(tmp_path / "log", "--config", str(config), "--delay", "0") as (url, token):
-        page = _open(browser, url, token)
+    with _studio(browser, tmp_path, EVERY_CONTROL, "--delay", "0") as page:
         page.click(".ratios button[title='1:1']")
         page.select_option("select[data-param=style]", "ink")
         page.check("input[data-param=hd]")
@@ -355,8 +368,6 @@ def test_live_mode_is_marked_shows_an_inline_picture_and_the_points_spent(
 
 
 def test_a_hostile_answer_cannot_take_over_the_page(browser: Browser, tmp_path: Path) -> None:
-    config = tmp_path / "pipelines.yaml"
-    config.write_text("version: 1\nbots:\n  plain:\n    steps: [{bot: GPT-5}]\n")
     hostile = (
         '<input id="text" value="CLOBBERED"> <img src=x onerror="window.pwned = 1"> '
         "[click](javascript:window.pwned=2) ![broken][r1]"
@@ -374,8 +385,8 @@ def test_a_hostile_answer_cannot_take_over_the_page(browser: Browser, tmp_path: 
     standin.add_api_key("live-key")
     with served_in_thread(standin, lifespan="off") as poe:
         env = {"POE_API_KEY": "live-key", "POE_BASE_URL": poe + BOT_PREFIX}
-        with studio_process(tmp_path / "log", "--config", str(config), env=env) as (url, token):
-            page = _open(browser, url, token)
+        plain = "version: 1\nbots:\n  plain:\n    steps: [{bot: GPT-5}]\n"
+        with _studio(browser, tmp_path, plain, env=env) as page:
             page.select_option("#mode", "live")
             _send(page, "first")
             _last_reply_done(page)
@@ -397,9 +408,7 @@ def test_an_invalid_edit_shows_its_line_and_fixing_it_restores_the_bot(
     browser: Browser, tmp_path: Path
 ) -> None:
     config = tmp_path / "pipelines.yaml"
-    config.write_text(BROKEN.replace("retries: lots", "retries: 1"))
-    with studio_process(tmp_path / "log", "--config", str(config), "--delay", "0") as (url, token):
-        page = _open(browser, url, token)
+    with _studio(browser, tmp_path, BROKEN.replace("lots", "1"), "--delay", "0") as page:
         assert page.is_hidden("#problems") and page.inner_text("#version") == "version 1"
         config.write_text(BROKEN)
         page.wait_for_selector("#problems:not([hidden])")
