@@ -132,7 +132,8 @@ def _get(data: Any, loc: Loc) -> Any:
 def did_you_mean(name: str, names: Sequence[str]) -> str:
     """'did you mean X? ' for the closest of `names`, or nothing: the hint every lookup of a
     name the creator wrote gives."""
-    close = difflib.get_close_matches(name, names, n=1)
+    shortened = [n for n in names if len(name) >= 3 and n.startswith(name)]  # intro
+    close = shortened[:1] or difflib.get_close_matches(name, names, n=1)
     return f"did you mean {close[0]!r}? " if close else ""
 
 

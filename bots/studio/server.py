@@ -113,13 +113,9 @@ def app(studio: Studio) -> ASGIApp:
         return found
 
     async def page(request: Request) -> HTMLResponse:
-        return HTMLResponse(
-            _page.render(file=str(studio.config_path)),
-            headers={
-                "content-security-policy": "frame-ancestors 'none'",
-                "x-frame-options": "DENY",
-            },
-        )
+        shown = _page.render(name=studio.config_path.name, path=str(studio.config_path.resolve()))
+        unframed = {"content-security-policy": "frame-ancestors 'none'", "x-frame-options": "DENY"}
+        return HTMLResponse(shown, headers=unframed)
 
     async def api_state(request: Request) -> JSONResponse:  # a thread: it reads the tests file
         return JSONResponse(await asyncio.to_thread(_state, workspace(), modes(), studio))
@@ -198,8 +194,9 @@ def app(studio: Studio) -> ASGIApp:
             suite = modes().suite(version.config)
         except ConfigError as e:
             return JSONResponse({"problems": problems_of(e), "results": []})
-        if suite is None:
-            return JSONResponse({"detail": f"no {modes().cases_file} (see docs/testing.md)"}, 404)
+        if suite is None:  # said in the page: not an error of the request
+            missing = f"no {modes().cases_file}: write your cases in it (see docs/testing.md)"
+            return JSONResponse({"problems": [], "results": [], "missing": missing})
         chosen = request.query_params.get("case")
         results = []
         for i, (case, line) in enumerate(zip(suite.file.cases, suite.lines, strict=True)):
@@ -285,6 +282,7 @@ def _state(workspace: Workspace, modes: Modes, studio: Studio) -> dict[str, Any]
         "changes": workspace.changes,
         "version": version.number if version else None,
         "problems": problems_of(ConfigError(workspace.problems)),
+        "warnings": problems_of(ConfigError(workspace.warnings)),
         "bots": bots,
         "modes": {"available": list(MODES), "live": modes.live},
         "cases_file": str(modes.cases_file),
@@ -336,6 +334,7 @@ class _Bots:
 def serve(studio_for: Callable[[int], Studio], port: int, *, open_browser: bool) -> int:
     """Listens on 127.0.0.1:`port` (0: any free port), prints the URL with its token, opens
     a browser when there is a screen, and serves until Ctrl-C."""
+    import logging
     import os
     import socket
     import sys
@@ -358,6 +357,8 @@ def serve(studio_for: Callable[[int], Studio], port: int, *, open_browser: bool)
     )
     if open_browser and screen:
         webbrowser.open(studio.url)
+    # the page shows each reply's run: the terminal keeps to warnings (a file's problems...)
+    logging.getLogger("bots").setLevel(logging.WARNING)
     config = uvicorn.Config(app(studio), log_config=None, log_level="warning", lifespan="on")
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])

@@ -24,7 +24,7 @@ from bots.errors import ConfigError, Problem
 from bots.run.client import Caller
 from bots.run.engine import Run
 from bots.serve.server import build_app
-from bots.spec import loader
+from bots.spec import catalog, loader
 
 log = logging.getLogger("bots.studio")
 
@@ -52,6 +52,7 @@ class Workspace:
         self.on_run = on_run
         self.serving: Version | None = None
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []  # what Poe's model catalog doubts (as validate says)
         self.changes = 0  # every change seen, valid or not: what the page waits on
         self._changed = asyncio.Event()
         self._seen: bytes | None = None
@@ -106,16 +107,13 @@ class Workspace:
         return self.changes
 
     async def _load(self) -> None:
-        try:  # in a thread: a large file takes seconds, and the bots keep answering meanwhile
-            config = await asyncio.to_thread(loader.load, self.path)
-        except ConfigError as e:
-            self.problems = e.problems
-            log.info(
-                "%s: %d problems; the last valid version keeps serving", self.path, len(e.problems)
-            )
-        else:
+        # in a thread: a large file takes seconds, and the bots keep answering meanwhile
+        config, self.problems, self.warnings = await asyncio.to_thread(_checked, self.path)
+        if config is not None:
             await self._serve(config)
-            self.problems = []
+        else:
+            count = f"{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
+            log.warning("%s: %s; the last valid version serves on", self.path, count)
         self.changes += 1
         self._changed.set()
         self._changed = asyncio.Event()
@@ -135,3 +133,17 @@ class Workspace:
         self.serving = Version(number, config, app)
         if old is not None:
             await old.aclose()
+
+
+def _checked(path: Path) -> tuple[loader.Config | None, list[Problem], list[Problem]]:
+    """The file validated (None and its problems when it is invalid), and what Poe's model
+    catalog doubts about it (an unknown bot, with did you mean), as `validate` warns."""
+    try:
+        models = catalog.load(path)
+        doubts = catalog.problems(str(path), models)
+    except ConfigError as unusable:  # the catalog file beside it: said, and left aside
+        doubts = unusable.problems
+    try:
+        return loader.load(path), [], doubts
+    except ConfigError as e:
+        return None, e.problems, doubts

@@ -210,6 +210,11 @@ def test_misspelt_key_suggests_the_close_match() -> None:
     assert "did you mean 'retries'?" in message
 
 
+def test_a_shortened_key_suggests_the_whole_one() -> None:
+    message = one_problem("version: 1\nbots:\n  x:\n    intro: Hi\n    steps: [{bot: A}]\n")
+    assert "unknown key 'intro'; did you mean 'introduction'?" in message
+
+
 def test_wrong_type_says_what_was_expected() -> None:
     message = one_problem(
         """\

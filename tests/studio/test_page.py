@@ -110,10 +110,22 @@ def test_a_councils_sections_appear_and_grow_while_the_reply_streams(
             }"""
         )
         _send(page, "What makes a good API?")
+        page.wait_for_selector(".message.bot.streaming")
+        _send(page, "and then?")  # while the bot answers: the message waits in the box
+        assert page.input_value("#text") == "and then?" and page.is_disabled("#send")
         _last_reply_done(page)
+        assert page.input_value("#text") == "and then?" and page.is_enabled("#send")
+        assert page.locator(".message.user").count() == 1
+        followed = page.evaluate(
+            "(m => m.scrollHeight - m.scrollTop - m.clientHeight < 2)"
+            "(document.getElementById('messages'))"
+        )
+        assert followed  # the chat followed the reply down, as Poe's does
         seen = page.evaluate("window.seen")
         lit = [state for state in page.evaluate("window.lit") if state]
         page.click("[data-tab=trace]")
+        page.fill("#text", "")
+        page.evaluate("document.getElementById('messages').scrollTop = 0")  # from the top
         _screenshot(page, "council", tmp_path)
     # the graph lit the drafts while they ran, then the verdict alone
     assert any("steps[0] " in f"{state} " for state in lit)
@@ -135,6 +147,10 @@ def test_a_scripted_route_case_takes_its_branch_and_the_trace_shows_it(
 ) -> None:
     with studio_process(tmp_path / "log", "--delay", "0") as (url, token):
         page = _open(browser, url, token)
+        page.select_option("#mode", "scripted")
+        page.select_option("#case", label="router: code questions go to Claude")
+        assert page.inner_text("nav button.on") == "/router"  # a case scripts its own bot
+        assert page.input_value("#text") == "How do I reverse a list in Python?"
         page.click("[data-tab=tests]")
         page.click("#run-tests")
         page.wait_for_selector("#tests .summary")

@@ -193,6 +193,16 @@ def test_a_broken_save_is_reported_while_the_last_valid_version_serves(tmp_path:
         assert fixed["problems"] == [] and [b["id"] for b in fixed["bots"]] == ["helper"]
 
 
+def test_a_model_poe_does_not_know_is_a_warning_with_did_you_mean(tmp_path: Path) -> None:
+    config = _files(tmp_path)
+    config.write_text(PIPELINES.replace("GPT-5-mini", "GPT-5-mimi"))
+    with studio_process(tmp_path / "log", "--config", str(config)) as (url, token):
+        state = httpx.get(f"{url}/api/state?token={token}").json()
+    assert state["version"] == 1 and state["problems"] == []  # it serves: a warning only
+    [warning] = state["warnings"]
+    assert warning["line"] == 6 and "did you mean 'GPT-5-mini'?" in warning["text"]
+
+
 def test_the_pipeline_tests_run_from_the_page(tmp_path: Path) -> None:
     config = _files(tmp_path)
     with studio_process(tmp_path / "log", "--config", str(config)) as (url, token):

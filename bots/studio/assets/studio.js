@@ -34,7 +34,7 @@ const studio = {
   chats: {}, // bot id -> {conversation, history, turns: [elements]}
   params: {}, // bot id -> {parameter name: value}
   pending: [], // attachments of the next message
-  busy: false,
+  busy: new Set(), // the bots answering now: one message at a time each, as on Poe
   run: null, // the run shown inside
 };
 window.studio = studio; // for the browser tests: what the page knows
@@ -48,6 +48,9 @@ async function loadState() {
   $("version").textContent = state.version ? `version ${state.version}` : "no valid version";
   $("version").dataset.changes = state.changes;
   showProblems(state.problems);
+  $("warnings").hidden = state.warnings.length === 0;
+  $("warnings-title").textContent = `${state.warnings.length} warning${state.warnings.length === 1 ? "" : "s"} from Poe's model catalog`;
+  $("warnings-list").replaceChildren(...state.warnings.map((p) => el("li", { textContent: p.text })));
   if (!state.bots.some((b) => b.id === studio.bot)) studio.bot = state.bots[0]?.id ?? null;
   $("bots").replaceChildren(
     ...state.bots.map((bot) =>
@@ -95,6 +98,8 @@ function pick(botId) {
 
 function showBot() {
   const current = bot();
+  $("send").disabled = studio.busy.has(current.id);
+  if (studio.run?.bot !== current.id) clearInside();
   studio.params[current.id] ??= defaults(current.controls);
   renderControls(current);
   const intro = current.introduction
@@ -104,6 +109,20 @@ function showBot() {
   $("suggestions").replaceChildren();
   $("attach").disabled = !current.allow_attachments;
   renderGraph();
+}
+
+function clearInside() {
+  studio.run = null;
+  const hint = "Send a message: each step, round, sample and try appears here as it runs.";
+  $("tab-trace").replaceChildren(el("p", { className: "hint", textContent: hint }));
+  $("tab-calls").replaceChildren();
+  $("tab-sent").replaceChildren();
+}
+
+function follow() {
+  // the chat follows a growing reply, as Poe's does, unless the user scrolled up to read
+  const box = $("messages");
+  if (box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
 }
 
 // --- Poe's parameter controls as widgets ------------------------------------------------
@@ -229,15 +248,17 @@ function fileView(file) {
 }
 
 async function send(text) {
-  if (studio.busy || !studio.bot || (!text.trim() && !studio.pending.length)) return;
-  studio.busy = true;
+  const botId = studio.bot;
+  if (!botId || studio.busy.has(botId) || (!text.trim() && !studio.pending.length)) return false;
+  studio.busy.add(botId);
   $("send").disabled = true;
   try {
     await converse(text);
   } finally { // whatever a reply held, the chat goes on
-    studio.busy = false;
-    $("send").disabled = false;
+    studio.busy.delete(botId);
+    if (studio.bot === botId) $("send").disabled = false;
   }
+  return true;
 }
 
 async function converse(text) {
@@ -266,22 +287,26 @@ async function converse(text) {
     message_id: messageId,
     access_key: "",
   };
-  const userView = el("div", { className: "message user" }, markdown(text), ...user.attachments.map(fileView));
+  const userView = el("div", { className: "message user" }, el("div", { className: "plain", textContent: text }), ...user.attachments.map(fileView));
   const reply = { text: "", files: [], suggestions: [], metadata: null, error: null };
   const body = el("div", { className: "markdown" });
   const filesView = el("div", { className: "files" });
   const notice = el("div", { className: "notice", hidden: true });
   const replyView = el("div", { className: "message bot streaming", dataset: { message: messageId } }, body, filesView, notice);
   conversation.turns.push(userView, replyView);
-  $("messages").append(userView, replyView);
+  if (studio.bot === current.id) {
+    $("messages").append(userView, replyView);
+    $("messages").scrollTop = $("messages").scrollHeight;
+  }
   let drawn = null; // one Markdown render per frame, however fast the text grows
   const redraw = () => {
     drawn ??= requestAnimationFrame(() => {
       body.replaceChildren(...markdown(reply.text, reply.files).childNodes);
       drawn = null;
+      if (studio.bot === current.id) follow();
     });
   };
-  const polling = setInterval(() => showRun(messageId), 250);
+  const polling = setInterval(() => studio.bot === current.id && showRun(messageId), 250);
   const query = new URLSearchParams({ mode, message: messageId });
   if (caseIndex !== "") query.set("case", caseIndex);
   try {
@@ -403,7 +428,7 @@ function renderTrace(run) {
       el("td", { textContent: e.calls }),
       el("td", { textContent: e.running ? "running" : e.outcome + (e.detail ? ` (${e.detail})` : "") })));
   }
-  const head = el("p", { className: "summary" }, `/${run.bot} · ${run.done ? (run.error ? "failed" : "done") : "running"} · ${run.seconds.toFixed(2)} s · ${run.calls} of ${run.worst_case} calls`);
+  const head = el("p", { className: "summary" }, `${run.test ? `test “${run.test}” · ` : ""}/${run.bot} · ${run.done ? (run.error ? "failed" : "done") : "running"} · ${run.seconds.toFixed(2)} s · ${run.calls} of ${run.worst_case} calls`);
   $("tab-trace").replaceChildren(head, table);
 }
 
@@ -479,12 +504,20 @@ async function runTests() {
     $("tests").replaceChildren(el("p", { className: "notice", textContent: found.detail }));
     return;
   }
+  if (found.missing) {
+    $("tests").replaceChildren(el("p", { className: "hint", textContent: found.missing }));
+    return;
+  }
   const problems = found.problems.map((p) => el("li", { textContent: p.text }));
   const results = found.results.map((r) => el("div", { className: `result ${r.passed ? "pass" : "fail"}` },
     el("b", { textContent: `${r.passed ? "PASS" : "FAIL"}  ${r.bot}: ${r.name}` }),
     el("span", { className: "where", textContent: ` ${r.where} · ${r.run ? `${r.run.calls} calls` : ""}` }),
     ...r.failures.map((f) => el("div", { className: "failure", textContent: f })),
-    el("button", { type: "button", textContent: "trace", onclick: () => { studio.run = r.run; renderRun(r.run); tab("trace"); } }),
+    el("button", { type: "button", textContent: "trace", onclick: () => {
+      studio.run = { ...r.run, test: `${r.bot}: ${r.name}` };
+      renderRun(studio.run);
+      tab("trace");
+    } }),
     el("button", { type: "button", textContent: "replay in chat", onclick: () => replay(r.case) })));
   const passed = found.results.filter((r) => r.passed).length;
   $("tests").replaceChildren(
@@ -536,6 +569,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   for (const b of document.querySelectorAll(".tabs button")) b.onclick = () => tab(b.dataset.tab);
   $("composer").onsubmit = (e) => {
     e.preventDefault();
+    if (studio.busy.has(studio.bot)) return; // kept in the box until the reply has ended
     const text = $("text").value;
     $("text").value = "";
     send(text);
@@ -544,13 +578,19 @@ document.addEventListener("DOMContentLoaded", async () => {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("composer").requestSubmit(); }
   };
   $("attach").onchange = (e) => { attach([...e.target.files]); e.target.value = ""; };
-  $("reset").onclick = () => { studio.chats[studio.bot] = null; showBot(); };
+  $("reset").onclick = () => { studio.chats[studio.bot] = null; clearInside(); showBot(); };
   $("mode").onchange = () => {
     studio.pending = []; // a file is kept here for simulated bots, uploaded to Poe for live ones
     $("pending").replaceChildren();
     $("case").hidden = $("mode").value !== "scripted";
     $("live-warning").hidden = $("mode").value !== "live";
     document.body.classList.toggle("live", $("mode").value === "live");
+  };
+  $("case").onchange = () => {
+    const found = studio.state.cases.find((c) => String(c.case) === $("case").value);
+    if (!found) return;
+    if (found.bot !== studio.bot) pick(found.bot); // a case scripts its own bot
+    $("text").value = found.message;
   };
   $("run-tests").onclick = runTests;
   await loadState();
