@@ -30,6 +30,7 @@ from bots.run.client import (
     poe_balance,
     upload,
 )
+from bots.spec import catalog
 from bots.spec.loader import Config
 from bots.tools import cases, script
 from bots.tools.script import Script
@@ -61,10 +62,12 @@ def answering(caller: Caller) -> Iterator[None]:
 
 @dataclass
 class Modes:
-    """What each mode needs: the simulated delay, the answers file, the pipeline tests file,
-    the live key (never used unless the page asks for live), and the shared client."""
+    """What each mode needs: the pipelines file (Poe's catalog is beside it), the simulated
+    delay, the answers file, the pipeline tests file, the live key (never used unless the page
+    asks for live), and the shared client."""
 
     http: httpx.AsyncClient
+    config_path: Path = Path("pipelines.yaml")
     delay: float = 0.4
     answers: Path | None = None
     cases_file: Path = Path(cases.DEFAULT_PATH)
@@ -74,12 +77,13 @@ class Modes:
 
     @classmethod
     def from_environment(
-        cls, http: httpx.AsyncClient, folder: Path, answers: str | None, cases_file: str | None
+        cls, http: httpx.AsyncClient, config: Path, answers: str | None, cases_file: str | None
     ) -> Modes:
         return cls(
             http,
+            config,
             answers=Path(answers) if answers else None,
-            cases_file=Path(cases_file) if cases_file else folder / cases.DEFAULT_PATH,
+            cases_file=Path(cases_file) if cases_file else config.parent / cases.DEFAULT_PATH,
             api_key=os.environ.get("POE_API_KEY", ""),
             base_url=os.environ.get("POE_BASE_URL") or POE_BASE_URL,
             upload_url=os.environ.get("POE_UPLOAD_URL") or POE_UPLOAD_URL,
@@ -92,6 +96,7 @@ class Modes:
     _read: tuple[tuple[int, ...], Config, cases.Suite | ConfigError] | None = field(
         default=None, repr=False
     )
+    _makers: tuple[Config, frozenset[str]] | None = field(default=None, repr=False)
 
     def suite(self, config: Config) -> cases.Suite | None:
         """The pipeline tests, when the file exists; raises ConfigError when it is invalid.
@@ -134,10 +139,11 @@ class Modes:
                 raise UsageError("live mode needs POE_API_KEY: export it, then start the studio")
             return PoeCaller(self.http, self.base_url, api_key=self.api_key)
         if mode == "scripted":
-            return SimulatedCaller(self.delay, 0.01, script=self.script(config, case))
+            script = self.script(config, case)
+            return SimulatedCaller(self.delay, 0.01, script, self.file_makers(config))
         if mode != "simulated":
             raise UsageError(f"no mode {mode!r}; the modes are {', '.join(MODES)}")
-        return SimulatedCaller(self.delay, 0.01)
+        return SimulatedCaller(self.delay, 0.01, file_makers=self.file_makers(config))
 
     def script(self, config: Config, case: int | None) -> Script:
         """A case's answers (over the answers file's, when there is one)."""
@@ -148,6 +154,18 @@ class Modes:
         if suite is None or not 0 <= case < len(suite.file.cases):
             raise UsageError(f"no case #{case} in {self.cases_file}")
         return found.merged(suite.script(suite.file.cases[case]))
+
+    def file_makers(self, config: Config) -> frozenset[str]:
+        """The bots Poe's catalog (the one beside the file, else the shipped snapshot) says make
+        files: simulated, they answer with a small picture, as an image bot would."""
+        if self._makers is None or self._makers[0] is not config:
+            try:
+                models = catalog.load(self.config_path).models
+            except ConfigError:  # the catalog file beside it cannot be used: the page says so
+                models = {}
+            makers = frozenset(name for name, model in models.items() if model.makes_files())
+            self._makers = (config, makers)
+        return self._makers[1]
 
     async def uploaded(self, content: bytes, name: str) -> fp.Attachment:
         """A file attached in live mode, uploaded to Poe: a real bot fetches it from there."""

@@ -91,7 +91,7 @@ def app(studio: Studio) -> ASGIApp:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with new_http_client() as http:
             modes = Modes.from_environment(
-                http, studio.config_path.parent, studio.answers, studio.cases_path
+                http, studio.config_path, studio.answers, studio.cases_path
             )
             modes.delay = studio.delay
             workspace = Workspace(studio.config_path, Switch(), studio.runs.add)

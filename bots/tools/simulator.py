@@ -4,7 +4,8 @@ Each simulated bot streams back, after a short delay, exactly what the step woul
 the system message, the prompt, its parameters and attachments, and how much history came
 along. So an author sees the flow, the sections and the rendered templates for free. A bot
 whose files a later step uses also makes a small picture (a real PNG, written to a folder of
-the machine's temporary files), so the flow of files can be seen too. A `Script` answers for
+the machine's temporary files), so the flow of files can be seen too; so does a bot that Poe's
+catalog says makes files, when asked to (`file_makers`, as the studio does). A `Script` answers for
 the steps and bots it names instead (`script`), so a dry run can take real decisions.
 """
 
@@ -38,10 +39,12 @@ class SimulatedCaller:
         first_token_delay: float = 0.4,
         token_gap: float = 0.01,
         script: Script | None = None,
+        file_makers: frozenset[str] = frozenset(),
     ) -> None:
         self.first_token_delay = first_token_delay
         self.token_gap = token_gap
         self.script = script or Script()
+        self.file_makers = file_makers  # bots that answer with a file, as Poe's catalog says
 
     async def stream(
         self, request: fp.QueryRequest, bot: str, site: CallSite = ANYWHERE
@@ -50,7 +53,7 @@ class SimulatedCaller:
         key = self.script.key_for(bot, site.step_id, site.path)
         if key is None:
             text = describe(request, bot)
-            file = picture(bot) if site.files_used else None
+            file = picture(bot) if site.files_used or bot in self.file_makers else None
         else:
             answer = self.script.next(key)
             if answer.fail is not None:

@@ -117,6 +117,19 @@ async def test_simulated_is_the_default_and_unknown_modes_are_refused(tmp_path: 
             assert live.status_code == 400 and "POE_API_KEY" in live.text  # never without a key
 
 
+async def test_a_simulated_image_bot_answers_with_a_picture(tmp_path: Path) -> None:
+    """As Poe's catalog says Imagen-4 makes images, its simulated answer carries one, even where
+    no later step uses it (the illustrator's last step)."""
+    with studio_process(tmp_path / "log", "--delay", "0") as (url, token):
+        async with httpx.AsyncClient() as http:
+            reply = await poe_query(http, f"{url}/poe/illustrator?token={token}", None, "a cat")
+            [picture] = reply.files
+            assert picture["content_type"] == "image/png" and picture["name"].startswith("Imagen-4")
+            path = picture["url"].removeprefix("file://")
+            shown = await http.get(f"{url}/files", params={"path": path, "token": token})
+    assert shown.status_code == 200 and shown.content.startswith(b"\x89PNG")
+
+
 async def test_live_mode_calls_poe_and_tells_the_points_spent(tmp_path: Path) -> None:
     behaviors = {
         "GPT-5-mini": Behavior(text="code"),
