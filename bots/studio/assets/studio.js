@@ -467,11 +467,12 @@ function renderGraph() {
   const current = bot();
   if (!current) return;
   const run = studio.run && studio.run.bot === current.id ? studio.run : null;
+  // a step run several times (rounds, items) shows the most telling of its states
+  const rank = { skipped: 0, done: 1, failed: 2, running: 3 };
   const state = {};
   for (const e of run?.entries ?? []) {
-    const was = state[e.step];
-    if (e.running) state[e.step] = "running";
-    else if (was !== "running") state[e.step] = e.outcome.startsWith("failed") ? "failed" : e.outcome === "skipped" && was ? was : e.outcome === "skipped" ? "skipped" : "done";
+    const now = e.running ? "running" : e.outcome.startsWith("failed") ? "failed" : ["skipped", "cancelled"].includes(e.outcome) ? "skipped" : "done";
+    if (!(e.step in state) || rank[now] > rank[state[e.step]]) state[e.step] = now;
   }
   const box = (step) => {
     const name = step.id ? `${step.id}` : step.kind;
