@@ -46,11 +46,7 @@ def budget_table(config: loader.Config) -> str:
 def cmd_validate(args: argparse.Namespace) -> int:
     from bots.spec import catalog
 
-    try:
-        models: catalog.Catalog | None = catalog.load(args.config)
-        doubts = catalog.problems(args.config, models) if models else []
-    except ConfigError as unusable:  # the catalog file beside it: said, and left aside
-        models, doubts = None, unusable.problems
+    models, doubts = catalog.checked(args.config)  # an unusable catalog: said, and left aside
     errors = doubts if args.strict else []
     try:
         config = loader.load(args.config)

@@ -186,6 +186,16 @@ def usable(models: list[Any]) -> tuple[list[Model], list[str]]:
 # --- the checks ------------------------------------------------------------------------------
 
 
+def checked(path: str) -> tuple[Catalog | None, list[Problem]]:
+    """The catalog beside the file (else the snapshot) and what it doubts about the file, as
+    `validate` warns; a catalog file that cannot be used is itself the doubt (and no catalog)."""
+    try:
+        models = load(path)
+    except ConfigError as unusable:
+        return None, unusable.problems
+    return models, problems(path, models)
+
+
 def problems(path: str, catalog: Catalog) -> list[Problem]:
     """What the catalog says is wrong with a pipelines file's call steps, each at its place:
     an unknown bot (with did you mean), files sent to a bot that takes only text, files

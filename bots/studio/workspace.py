@@ -138,11 +138,7 @@ class Workspace:
 def _checked(path: Path) -> tuple[loader.Config | None, list[Problem], list[Problem]]:
     """The file validated (None and its problems when it is invalid), and what Poe's model
     catalog doubts about it (an unknown bot, with did you mean), as `validate` warns."""
-    try:
-        models = catalog.load(path)
-        doubts = catalog.problems(str(path), models)
-    except ConfigError as unusable:  # the catalog file beside it: said, and left aside
-        doubts = unusable.problems
+    _, doubts = catalog.checked(str(path))
     try:
         return loader.load(path), [], doubts
     except ConfigError as e:
